@@ -1,0 +1,23 @@
+//! hearth's wire formats, kept apart from any socket so they can be tested alone.
+//!
+//! * [`mdp`]: the Majordomo Protocol MDP/0.1 (ZeroMQ RFC 7), client and worker halves, as
+//!   Rust types with `decode` from frames and `encode` to frames. Every malformed shape is a
+//!   distinct [`DecodeError`] variant.
+//! * [`mmi`]: the Majordomo Management Interface (RFC 8) and the other service names the
+//!   broker answers itself.
+//! * [`status`]: the broker's status record, served over ZeroMQ (Bencode, by the built-in
+//!   `hearth.status` service) and over HTTP (JSON, at `/status`).
+//!
+//! Frames are plain byte vectors: a ZeroMQ multipart message is a `Vec<Frame>`. On a ROUTER
+//! socket the routing id frame is the socket's business and is not part of these messages.
+
+pub mod error;
+pub mod mdp;
+pub mod mmi;
+pub mod status;
+
+pub use error::DecodeError;
+pub use mdp::{ClientMessage, Inbound, Limits, WorkerCommand, WorkerMessage};
+
+/// One frame of a ZeroMQ multipart message.
+pub type Frame = Vec<u8>;

@@ -1,0 +1,87 @@
+//! The broker's status record.
+//!
+//! One type, two encodings: Bencode as the reply of the built-in `hearth.status` service (so a
+//! client that only knows the broker's ZeroMQ endpoint can read it), and JSON at the HTTP
+//! `/status` endpoint. Fields added later carry `#[serde(default)]` so that old and new
+//! brokers and clients keep understanding each other.
+
+use serde::{Deserialize, Serialize};
+
+/// What a broker says about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerStatus {
+    /// Configured role: `standalone`, `primary` or `backup`.
+    pub role: String,
+    /// Current state: `active` for a standalone broker; `primary`, `backup`, `active` or
+    /// `passive` for one of a pair.
+    pub state: String,
+    /// Whether the pair's peer has been heard from within its expiry (false when standalone).
+    pub peer_alive: bool,
+    /// The state model's sequence number (0 until the state model exists).
+    pub state_seq: u64,
+    /// The frontend endpoint the broker bound, as configured.
+    pub frontend: String,
+    /// Milliseconds since the broker started.
+    pub uptime_ms: u64,
+    /// Every service with a worker or a waiting request, by name.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service as the broker sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The service name.
+    pub name: String,
+    /// Registered workers (idle and busy).
+    pub workers: u64,
+    /// Workers waiting for a request.
+    pub idle_workers: u64,
+    /// Requests waiting for a worker.
+    pub queue_depth: u64,
+}
+
+impl BrokerStatus {
+    /// The Bencode form, as the `hearth.status` service replies.
+    pub fn to_bencode(&self) -> Vec<u8> {
+        // Serialising plain strings, integers and lists cannot fail; an empty body would be
+        // answered as an invalid status by the reader, never silently misread.
+        bendy::serde::to_bytes(self).unwrap_or_default()
+    }
+
+    /// Reads the Bencode form.
+    pub fn from_bencode(bytes: &[u8]) -> Result<BrokerStatus, bendy::serde::Error> {
+        bendy::serde::from_bytes(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bencode_round_trip() {
+        let status = BrokerStatus {
+            role: "standalone".into(),
+            state: "active".into(),
+            peer_alive: false,
+            state_seq: 7,
+            frontend: "tcp://127.0.0.1:5555".into(),
+            uptime_ms: 1234,
+            services: vec![ServiceStatus {
+                name: "echo".into(),
+                workers: 2,
+                idle_workers: 1,
+                queue_depth: 3,
+            }],
+        };
+        let bytes = status.to_bencode();
+        assert!(bytes.starts_with(b"d"));
+        assert_eq!(BrokerStatus::from_bencode(&bytes).unwrap(), status);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(BrokerStatus::from_bencode(b"not bencode").is_err());
+        assert!(BrokerStatus::from_bencode(b"").is_err());
+    }
+}
