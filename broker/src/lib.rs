@@ -1,1 +1,252 @@
-pub fn x() {}
+//! hearth's broker: a Majordomo (MDP/0.1, ZeroMQ RFC 7) broker for the home.
+//!
+//! The pieces, from the wire inwards:
+//! * [`reactor`]: the one thread that owns the sockets and polls them;
+//! * [`dispatch`]: the broker's rules as a pure state machine (no sockets, no clock);
+//! * [`metrics`] and [`http`]: Prometheus metrics, `/healthz` and `/status`;
+//! * [`config`]: defaults, TOML file and flags.
+//!
+//! [`spawn`] starts a broker on background threads and returns a [`BrokerHandle`]; the
+//! `hearth-broker` binary is a thin shell around it, and tests start brokers the same way.
+
+pub mod config;
+pub mod dispatch;
+pub mod http;
+pub mod metrics;
+pub mod reactor;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hearth_proto::status::BrokerStatus;
+use hearth_proto::Limits;
+use prometheus::Registry;
+
+pub use config::{BrokerArgs, BrokerConfig, Role};
+use dispatch::{BrokerInfo, DispatchConfig, Dispatcher};
+use http::HttpServer;
+use metrics::Metrics;
+use reactor::{Reactor, StatusBoard};
+
+/// Why a broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A ZeroMQ call failed (a bind to a busy port, a bad endpoint).
+    #[error("{context}: {source}")]
+    Zmq { context: String, source: zmq::Error },
+    /// The metrics HTTP server could not start.
+    #[error("metrics server on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// A metric could not be registered.
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A thread could not be started or ended by panicking.
+    #[error("broker thread: {0}")]
+    Thread(String),
+}
+
+fn zmq_err(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> BrokerError {
+    let context = context.into();
+    move |source| BrokerError::Zmq { context, source }
+}
+
+/// A running broker. Stop it with [`BrokerHandle::shutdown`]; dropping it stops it too.
+pub struct BrokerHandle {
+    frontend: String,
+    control: Mutex<zmq::Socket>,
+    reactor: Option<JoinHandle<Result<(), zmq::Error>>>,
+    http: Option<HttpServer>,
+    registry: Registry,
+    board: StatusBoard,
+}
+
+/// Gives every broker in a process its own control endpoint.
+static NEXT_BROKER: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts a broker: binds its sockets (errors such as a busy port come back here), then
+/// runs the reactor and, if configured, the HTTP server on their own threads.
+pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    config.validate()?;
+    let started = Instant::now();
+    let context = zmq::Context::new();
+    let frontend = context
+        .socket(zmq::ROUTER)
+        .map_err(zmq_err("frontend socket"))?;
+    frontend
+        .set_router_mandatory(true)
+        .map_err(zmq_err("ZMQ_ROUTER_MANDATORY"))?;
+    frontend.set_linger(500).map_err(zmq_err("ZMQ_LINGER"))?;
+    // Cap what libzmq buffers for one frame far above the limit the decoder counts, so an
+    // oversized frame is usually counted and dropped, and an absurd one cannot eat memory.
+    let hard_cap = config
+        .max_frame_size
+        .saturating_mul(4)
+        .max(16 << 20)
+        .min(i64::MAX as usize) as i64;
+    frontend
+        .set_maxmsgsize(hard_cap)
+        .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
+    frontend
+        .bind(&config.frontend)
+        .map_err(zmq_err(format!("bind frontend {}", config.frontend)))?;
+    let bound = frontend
+        .get_last_endpoint()
+        .map_err(zmq_err("frontend endpoint"))?
+        .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
+
+    let control_endpoint = format!(
+        "inproc://hearth-broker-control-{}",
+        NEXT_BROKER.fetch_add(1, Ordering::Relaxed)
+    );
+    let control = context
+        .socket(zmq::PAIR)
+        .map_err(zmq_err("control socket"))?;
+    control
+        .bind(&control_endpoint)
+        .map_err(zmq_err("bind control"))?;
+    let control_sender = context
+        .socket(zmq::PAIR)
+        .map_err(zmq_err("control socket"))?;
+    control_sender
+        .connect(&control_endpoint)
+        .map_err(zmq_err("connect control"))?;
+
+    let registry = Registry::new();
+    let metrics = Metrics::new(&registry)?;
+    metrics.set_bstar_state("active");
+    let board = StatusBoard::default();
+    let info = BrokerInfo {
+        role: config.role.as_str().into(),
+        state: "active".into(),
+        peer_alive: false,
+        state_seq: 0,
+        frontend: bound.clone(),
+        started,
+    };
+    let dispatch_config = DispatchConfig {
+        heartbeat: config.heartbeat,
+        liveness: config.liveness,
+        request_expiry: config.request_expiry,
+        max_queue: config.max_queue,
+        ..DispatchConfig::default()
+    };
+    let dispatcher = Dispatcher::new(dispatch_config, metrics.clone(), info, started);
+    if let Ok(mut status) = board.status.lock() {
+        *status = dispatcher.status(started);
+    }
+
+    let http = match config.metrics {
+        Some(addr) => {
+            let stall_after = config.heartbeat * 3 + Duration::from_secs(1);
+            let server =
+                HttpServer::start(addr, registry.clone(), board.clone(), started, stall_after)
+                    .map_err(|source| BrokerError::Http { addr, source })?;
+            Some(server)
+        }
+        None => None,
+    };
+
+    let reactor = Reactor {
+        frontend,
+        control,
+        dispatcher,
+        limits: Limits {
+            max_frames: config.max_frames,
+            max_frame_size: config.max_frame_size,
+        },
+        metrics,
+        board: board.clone(),
+        started,
+    };
+    let thread = std::thread::Builder::new()
+        .name("hearth-reactor".into())
+        .spawn(move || {
+            let result = reactor.run();
+            // The context is dropped here, after the sockets: pending DISCONNECTs get their linger.
+            drop(context);
+            result
+        })
+        .map_err(|e| BrokerError::Thread(e.to_string()))?;
+    tracing::info!(frontend = %bound, metrics = ?http.as_ref().map(HttpServer::addr), role = config.role.as_str(), "broker started");
+    Ok(BrokerHandle {
+        frontend: bound,
+        control: Mutex::new(control_sender),
+        reactor: Some(thread),
+        http,
+        registry,
+        board,
+    })
+}
+
+impl BrokerHandle {
+    /// The frontend endpoint as bound (a `tcp://host:*` wildcard resolved to its port).
+    pub fn frontend(&self) -> &str {
+        &self.frontend
+    }
+
+    /// The HTTP address actually bound, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::addr)
+    }
+
+    /// The broker's metrics registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The status as last published by the reactor (refreshed within ~100 ms of a change).
+    pub fn status(&self) -> BrokerStatus {
+        self.board
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the reactor thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.reactor.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops taking requests, sends DISCONNECT to every worker, and waits for the threads.
+    pub fn shutdown(mut self) -> Result<(), BrokerError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), BrokerError> {
+        if let Ok(control) = self.control.lock() {
+            // The reactor may already be gone (it failed); then there is nobody to tell.
+            let _ = control.send(&b"STOP"[..], zmq::DONTWAIT);
+        }
+        let result = match self.reactor.take() {
+            Some(thread) => match thread.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(source)) => Err(BrokerError::Zmq {
+                    context: "reactor".into(),
+                    source,
+                }),
+                Err(_) => Err(BrokerError::Thread("reactor panicked".into())),
+            },
+            None => Ok(()),
+        };
+        if let Some(http) = self.http.take() {
+            http.stop();
+        }
+        result
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

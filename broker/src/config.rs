@@ -1,0 +1,320 @@
+//! The broker's configuration: defaults, a TOML file (`--config`), and command-line flags,
+//! in rising order of precedence.
+//!
+//! The defaults run a standalone broker on the loopback interface, so `hearth-broker` with
+//! no arguments at all is a working broker for a first try.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// Which broker of a pair this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A single broker with no peer: always active.
+    #[default]
+    Standalone,
+    /// The pair's primary: active by default.
+    Primary,
+    /// The pair's backup: passive until the primary fails.
+    Backup,
+}
+
+impl Role {
+    /// The lower-case name used in status and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+        }
+    }
+}
+
+/// Everything a broker needs to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `standalone`, `primary` or `backup`.
+    pub role: Role,
+    /// The ROUTER endpoint clients and workers connect to (`tcp://*:5555` for all interfaces).
+    pub frontend: String,
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/status`; none if absent.
+    pub metrics: Option<SocketAddr>,
+    /// Interval between heartbeats to each worker.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Heartbeat intervals a worker may stay silent before it is dropped.
+    pub liveness: u32,
+    /// How long a request may wait once its service has no worker.
+    #[serde(with = "humantime_serde")]
+    pub request_expiry: Duration,
+    /// Largest frame accepted, in bytes; larger messages are dropped and counted.
+    pub max_frame_size: usize,
+    /// Most frames in one message.
+    pub max_frames: usize,
+    /// Most requests one service may hold waiting.
+    pub max_queue: usize,
+    /// Endpoint this broker binds for its Binary Star peer (primary/backup only).
+    pub peer_bind: Option<String>,
+    /// The peer's endpoint to connect to (primary/backup only).
+    pub peer_connect: Option<String>,
+    /// Interval between heartbeats to the peer.
+    #[serde(with = "humantime_serde")]
+    pub peer_heartbeat: Duration,
+    /// PUB endpoint of the state model's change feed.
+    pub publish: Option<String>,
+    /// Directory of the state model's snapshot.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            role: Role::Standalone,
+            frontend: "tcp://127.0.0.1:5555".into(),
+            metrics: None,
+            heartbeat: Duration::from_millis(2500),
+            liveness: 3,
+            request_expiry: Duration::from_secs(30),
+            max_frame_size: 1024 * 1024,
+            max_frames: 64,
+            max_queue: 100_000,
+            peer_bind: None,
+            peer_connect: None,
+            peer_heartbeat: Duration::from_millis(1000),
+            publish: None,
+            data_dir: None,
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML for a broker.
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    /// A value is out of range or values contradict each other.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// `hearth-broker`'s command line. Every flag overrides the same key of `--config`.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "hearth-broker",
+    version,
+    about = "hearth's Majordomo (MDP/0.1) broker"
+)]
+pub struct BrokerArgs {
+    /// TOML file with the same keys as the flags (snake_case).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// standalone (default), primary or backup.
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// ROUTER endpoint for clients and workers [default: tcp://127.0.0.1:5555].
+    #[arg(long, value_name = "ENDPOINT")]
+    pub frontend: Option<String>,
+    /// HTTP address for /metrics, /healthz and /status, e.g. 127.0.0.1:9555.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Heartbeat interval to workers [default: 2500ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub heartbeat: Option<Duration>,
+    /// Missed heartbeats before a worker is dropped [default: 3].
+    #[arg(long, value_name = "N")]
+    pub liveness: Option<u32>,
+    /// How long a request waits once its service has no worker [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub request_expiry: Option<Duration>,
+    /// Largest frame accepted, in bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_size: Option<usize>,
+    /// Most frames in one message [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_frames: Option<usize>,
+    /// Most requests waiting per service [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_queue: Option<usize>,
+    /// Endpoint to bind for the Binary Star peer.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub peer_bind: Option<String>,
+    /// The Binary Star peer's endpoint.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub peer_connect: Option<String>,
+    /// Heartbeat interval to the peer [default: 1000ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub peer_heartbeat: Option<Duration>,
+    /// PUB endpoint for the state model's change feed.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub publish: Option<String>,
+    /// Directory for the state model's snapshot.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl BrokerConfig {
+    /// Reads a TOML configuration file; missing keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        BrokerConfig::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<BrokerConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Defaults, then `--config`, then flags; validated.
+    pub fn from_args(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => BrokerConfig::from_file(path)?,
+            None => BrokerConfig::default(),
+        };
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = args.$field { config.$field = v; } )* };
+        }
+        macro_rules! take_opt {
+            ($($field:ident),*) => { $( if args.$field.is_some() { config.$field = args.$field; } )* };
+        }
+        take!(
+            role,
+            frontend,
+            heartbeat,
+            liveness,
+            request_expiry,
+            max_frame_size,
+            max_frames,
+            max_queue,
+            peer_heartbeat
+        );
+        take_opt!(metrics, peer_bind, peer_connect, publish, data_dir);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |s: &str| Err(ConfigError::Invalid(s.to_owned()));
+        if self.frontend.trim().is_empty() {
+            return invalid("frontend must be a ZeroMQ endpoint such as tcp://*:5555");
+        }
+        if self.heartbeat < Duration::from_millis(10) || self.heartbeat > Duration::from_secs(3600)
+        {
+            return invalid("heartbeat must be between 10ms and 1h");
+        }
+        if self.liveness == 0 || self.liveness > 100 {
+            return invalid("liveness must be between 1 and 100");
+        }
+        if self.request_expiry.is_zero() {
+            return invalid("request_expiry must be more than zero");
+        }
+        if self.max_frame_size == 0 || self.max_frames < 4 {
+            return invalid("max_frame_size must be at least 1 and max_frames at least 4");
+        }
+        if self.max_queue == 0 {
+            return invalid("max_queue must be at least 1");
+        }
+        if self.role != Role::Standalone {
+            return invalid("the primary and backup roles (Binary Star) are not available in this build yet; use --role standalone");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        BrokerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_keys_and_humantime_durations() {
+        let config = BrokerConfig::from_toml(
+            "frontend = \"tcp://*:6000\"\nheartbeat = \"500ms\"\nliveness = 5\nrequest_expiry = \"2m\"\nmetrics = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.frontend, "tcp://*:6000");
+        assert_eq!(config.heartbeat, Duration::from_millis(500));
+        assert_eq!(config.liveness, 5);
+        assert_eq!(config.request_expiry, Duration::from_secs(120));
+        assert_eq!(config.metrics, Some("127.0.0.1:9000".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(BrokerConfig::from_toml("frontnd = \"tcp://*:1\"").is_err());
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("hearth-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.toml");
+        std::fs::write(&path, "frontend = \"tcp://*:6000\"\nliveness = 5\n").unwrap();
+        let args = BrokerArgs {
+            config: Some(path),
+            liveness: Some(7),
+            ..Default::default()
+        };
+        let config = BrokerConfig::from_args(args).unwrap();
+        assert_eq!(config.frontend, "tcp://*:6000");
+        assert_eq!(config.liveness, 7);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let bad = [
+            BrokerConfig {
+                liveness: 0,
+                ..Default::default()
+            },
+            BrokerConfig {
+                heartbeat: Duration::from_millis(1),
+                ..Default::default()
+            },
+            BrokerConfig {
+                max_frames: 2,
+                ..Default::default()
+            },
+            BrokerConfig {
+                frontend: " ".into(),
+                ..Default::default()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = BrokerConfig::from_file(Path::new("/nonexistent/hearth.toml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/hearth.toml"));
+    }
+}

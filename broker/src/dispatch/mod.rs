@@ -1,0 +1,499 @@
+//! The dispatcher: the Majordomo broker's logic, free of sockets and clocks.
+//!
+//! The reactor decodes what arrives on the frontend and calls [`Dispatcher::handle`] with the
+//! sender's routing id, the message and the current time; it calls [`Dispatcher::tick`] when
+//! [`Dispatcher::next_deadline`] passes. The dispatcher answers with [`Action`]s (messages to
+//! send) pushed onto a caller-owned vector, which the reactor carries out. Nothing in here
+//! blocks, reads a clock or touches a socket, so every rule is unit-tested on a fake clock.
+//!
+//! Rules (RFC 7, RFC 8, DESIGN.md):
+//! * requests queue per service and go to the longest-idle worker of that service;
+//! * heartbeats go to every worker, idle or busy, every interval; a worker not heard from
+//!   for `liveness` intervals is dropped and the request it held goes back to the head of
+//!   its service's queue;
+//! * a request waits as long as a worker of its service lives; once the service has no
+//!   worker, a request older than `request_expiry` is dropped and counted;
+//! * READY for a reserved name or a second READY, and REPLY or HEARTBEAT from an unknown
+//!   worker, are answered with DISCONNECT; `mmi.service` answers "200"/"404", other `mmi.*`
+//!   "501"; `hearth.status` answers the broker's status in Bencode.
+
+mod builtin;
+mod service;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use hearth_proto::mmi;
+use hearth_proto::status::ServiceStatus;
+use hearth_proto::{ClientMessage, DecodeError, Frame, Inbound, WorkerMessage};
+use tracing::{debug, info, warn};
+
+pub use builtin::BrokerInfo;
+use service::{PendingRequest, Service};
+
+use crate::metrics::Metrics;
+
+/// A peer's routing id on the frontend ROUTER.
+pub type Identity = Vec<u8>;
+
+/// Something the reactor must send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a worker-protocol message to a worker.
+    ToWorker {
+        worker: Identity,
+        msg: WorkerMessage,
+    },
+    /// Send a reply to a client.
+    ToClient {
+        client: Identity,
+        msg: ClientMessage,
+    },
+}
+
+/// The dispatcher's tunables.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Interval between heartbeats to each worker.
+    pub heartbeat: Duration,
+    /// Heartbeat intervals a worker may stay silent before it is dropped.
+    pub liveness: u32,
+    /// How long a request may wait once its service has no worker.
+    pub request_expiry: Duration,
+    /// Most requests one service may hold; more are dropped and counted.
+    pub max_queue: usize,
+    /// Most services the broker keeps track of; requests for more are dropped and counted.
+    pub max_services: usize,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            heartbeat: Duration::from_millis(2500),
+            liveness: 3,
+            request_expiry: Duration::from_secs(30),
+            max_queue: 100_000,
+            max_services: 10_000,
+        }
+    }
+}
+
+/// A registered worker.
+struct Worker {
+    service: String,
+    /// When the worker is dropped unless heard from.
+    expiry: Instant,
+    /// The request it is working on.
+    current: Option<PendingRequest>,
+}
+
+/// Services kept before unused, never-served ones are forgotten with their series.
+const FORGET_ABOVE: usize = 1000;
+
+/// Peers whose malformed input has been logged, so each is logged once; bounded.
+const MAX_LOGGED_PEERS: usize = 4096;
+
+/// The Majordomo broker's state and rules.
+pub struct Dispatcher {
+    config: DispatchConfig,
+    metrics: Metrics,
+    services: HashMap<String, Service>,
+    workers: HashMap<Identity, Worker>,
+    /// Services that have had a worker: kept (with their series) when they go idle.
+    known_services: HashSet<String>,
+    next_heartbeat: Instant,
+    /// Earliest moment a waiting request may expire (None: none can).
+    next_expiry: Option<Instant>,
+    logged_peers: HashSet<Identity>,
+    /// What `hearth.status` reports beyond the services.
+    pub info: BrokerInfo,
+}
+
+impl Dispatcher {
+    /// A dispatcher with no workers; the first heartbeat is due one interval from `now`.
+    pub fn new(config: DispatchConfig, metrics: Metrics, info: BrokerInfo, now: Instant) -> Self {
+        Dispatcher {
+            next_heartbeat: now + config.heartbeat,
+            config,
+            metrics,
+            services: HashMap::new(),
+            workers: HashMap::new(),
+            known_services: HashSet::new(),
+            next_expiry: None,
+            logged_peers: HashSet::new(),
+            info,
+        }
+    }
+
+    /// Handles one decoded message from the frontend peer `from`.
+    pub fn handle(&mut self, now: Instant, from: Identity, msg: Inbound, out: &mut Vec<Action>) {
+        match msg {
+            Inbound::Client(request) => self.client_request(now, from, request, out),
+            Inbound::Worker(msg) => self.worker_message(now, from, msg, out),
+        }
+    }
+
+    /// Counts a malformed message and logs it once per peer.
+    pub fn malformed(&mut self, from: &[u8], error: &DecodeError) {
+        self.metrics
+            .malformed
+            .with_label_values(&[error.reason()])
+            .inc();
+        if self.logged_peers.len() >= MAX_LOGGED_PEERS {
+            self.logged_peers.clear();
+        }
+        if self.logged_peers.insert(from.to_vec()) {
+            warn!(peer = %hex(from), %error, "dropping malformed message (logged once per peer)");
+        }
+    }
+
+    /// The frontend could not route a message to `peer` (it is gone): a worker is dropped
+    /// at once and its request dispatched again; a reply to a vanished client is counted.
+    pub fn unreachable(&mut self, action: Action, out: &mut Vec<Action>) {
+        match action {
+            Action::ToWorker { worker, .. } => {
+                if self.workers.contains_key(&worker) {
+                    debug!(worker = %hex(&worker), "worker unreachable, dropping it");
+                    self.delete_worker(&worker, None, out);
+                }
+            }
+            Action::ToClient { .. } => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["client_gone"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Sends due heartbeats, drops silent workers and expires old requests.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if now >= self.next_heartbeat {
+            self.purge_workers(now, out);
+            for worker in self.workers.keys() {
+                out.push(Action::ToWorker {
+                    worker: worker.clone(),
+                    msg: WorkerMessage::Heartbeat,
+                });
+            }
+            self.next_heartbeat = now + self.config.heartbeat;
+        }
+        if self.next_expiry.is_some_and(|at| now >= at) {
+            self.expire_requests(now);
+        }
+    }
+
+    /// The next moment [`Dispatcher::tick`] has work to do.
+    pub fn next_deadline(&self) -> Instant {
+        match self.next_expiry {
+            Some(at) => at.min(self.next_heartbeat),
+            None => self.next_heartbeat,
+        }
+    }
+
+    /// Says goodbye: DISCONNECT to every worker. The dispatcher is empty afterwards.
+    pub fn shutdown(&mut self, out: &mut Vec<Action>) {
+        for (worker, _) in self.workers.drain() {
+            out.push(Action::ToWorker {
+                worker,
+                msg: WorkerMessage::Disconnect,
+            });
+        }
+        for (name, service) in self.services.iter_mut() {
+            service.idle.clear();
+            service.workers = 0;
+            self.metrics.service(name).workers.set(0);
+        }
+    }
+
+    /// Workers and queue depth per service, by name.
+    pub fn service_status(&self) -> Vec<ServiceStatus> {
+        let mut list: Vec<ServiceStatus> = self
+            .services
+            .iter()
+            .map(|(name, s)| ServiceStatus {
+                name: name.clone(),
+                workers: s.workers as u64,
+                idle_workers: s.idle.len() as u64,
+                queue_depth: s.requests.len() as u64,
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Number of registered workers.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn client_request(
+        &mut self,
+        now: Instant,
+        client: Identity,
+        request: ClientMessage,
+        out: &mut Vec<Action>,
+    ) {
+        if mmi::is_reserved(&request.service) {
+            let body = self.builtin(now, &request);
+            out.push(Action::ToClient {
+                client,
+                msg: ClientMessage {
+                    service: request.service,
+                    body,
+                },
+            });
+            return;
+        }
+        let ClientMessage {
+            service: name,
+            body,
+        } = request;
+        if !self.services.contains_key(&name) && self.services.len() >= self.config.max_services {
+            self.metrics
+                .dropped
+                .with_label_values(&["too_many_services"])
+                .inc();
+            return;
+        }
+        let metrics = &self.metrics;
+        let service = self
+            .services
+            .entry(name.clone())
+            .or_insert_with(|| Service::new(metrics.service(&name)));
+        service.metrics.requests.inc();
+        if service.requests.len() >= self.config.max_queue {
+            self.metrics
+                .dropped
+                .with_label_values(&["queue_full"])
+                .inc();
+            return;
+        }
+        if service.workers == 0 {
+            let at = now + self.config.request_expiry;
+            self.next_expiry = Some(self.next_expiry.map_or(at, |t| t.min(at)));
+        }
+        service.enqueue(PendingRequest {
+            client,
+            body,
+            received: now,
+        });
+        self.dispatch(&name, out);
+    }
+
+    fn worker_message(
+        &mut self,
+        now: Instant,
+        from: Identity,
+        msg: WorkerMessage,
+        out: &mut Vec<Action>,
+    ) {
+        let known = self.workers.contains_key(&from);
+        match msg {
+            WorkerMessage::Ready { service } => {
+                if known {
+                    self.delete_worker(&from, Some("second_ready"), out);
+                } else if mmi::is_reserved(&service) {
+                    self.disconnect(from, "reserved_service", out);
+                } else {
+                    self.register(now, from, service, out);
+                }
+            }
+            WorkerMessage::Reply { client, body } => {
+                if !known {
+                    self.disconnect(from, "unknown_worker", out);
+                    return;
+                }
+                self.reply(now, from, client, body, out);
+            }
+            WorkerMessage::Heartbeat => match self.workers.get_mut(&from) {
+                Some(worker) => worker.expiry = now + self.config.heartbeat * self.config.liveness,
+                None => self.disconnect(from, "unknown_worker", out),
+            },
+            WorkerMessage::Disconnect => {
+                if known {
+                    self.delete_worker(&from, None, out);
+                }
+            }
+            WorkerMessage::Request { .. } => {
+                if known {
+                    self.delete_worker(&from, Some("protocol_error"), out);
+                } else {
+                    self.disconnect(from, "protocol_error", out);
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, now: Instant, identity: Identity, name: String, out: &mut Vec<Action>) {
+        let metrics = &self.metrics;
+        let service = self
+            .services
+            .entry(name.clone())
+            .or_insert_with(|| Service::new(metrics.service(&name)));
+        service.add_worker(identity.clone());
+        if self.known_services.insert(name.clone()) {
+            info!(service = %name, "first worker for service");
+        }
+        debug!(worker = %hex(&identity), service = %name, "worker ready");
+        let expiry = now + self.config.heartbeat * self.config.liveness;
+        self.workers.insert(
+            identity,
+            Worker {
+                service: name.clone(),
+                expiry,
+                current: None,
+            },
+        );
+        self.dispatch(&name, out);
+    }
+
+    fn reply(
+        &mut self,
+        now: Instant,
+        from: Identity,
+        client: Frame,
+        body: Vec<Frame>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(worker) = self.workers.get_mut(&from) else {
+            return;
+        };
+        let matches = worker.current.as_ref().is_some_and(|r| r.client == client);
+        if !matches {
+            // A REPLY for no request it holds: the worker is confused; drop it and give
+            // whatever it held to another worker.
+            self.delete_worker(&from, Some("unexpected_reply"), out);
+            return;
+        }
+        worker.expiry = now + self.config.heartbeat * self.config.liveness;
+        let request = worker.current.take();
+        let name = worker.service.clone();
+        let Some(service) = self.services.get_mut(&name) else {
+            return;
+        };
+        if let Some(request) = request {
+            service.metrics.replies.inc();
+            service.metrics.duration.observe(
+                now.saturating_duration_since(request.received)
+                    .as_secs_f64(),
+            );
+        }
+        service.idle.push_back(from);
+        out.push(Action::ToClient {
+            client,
+            msg: ClientMessage {
+                service: name.clone(),
+                body,
+            },
+        });
+        self.dispatch(&name, out);
+    }
+
+    /// Hands waiting requests of `name` to its idle workers.
+    fn dispatch(&mut self, name: &str, out: &mut Vec<Action>) {
+        let Some(service) = self.services.get_mut(name) else {
+            return;
+        };
+        while let Some((identity, request)) = service.next_assignment() {
+            let Some(worker) = self.workers.get_mut(&identity) else {
+                continue;
+            };
+            out.push(Action::ToWorker {
+                worker: identity,
+                msg: WorkerMessage::Request {
+                    client: request.client.clone(),
+                    body: request.body.clone(),
+                },
+            });
+            worker.current = Some(request);
+        }
+    }
+
+    /// Removes a worker, sending DISCONNECT with `reason` if given, and dispatches the
+    /// request it held to another worker.
+    fn delete_worker(
+        &mut self,
+        identity: &[u8],
+        reason: Option<&'static str>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(worker) = self.workers.remove(identity) else {
+            return;
+        };
+        if let Some(reason) = reason {
+            self.disconnect(identity.to_vec(), reason, out);
+        }
+        let Some(service) = self.services.get_mut(&worker.service) else {
+            return;
+        };
+        service.remove_worker(identity);
+        if let Some(request) = worker.current {
+            service.requeue(request);
+        }
+        if service.workers == 0 {
+            if let Some(at) = service.next_expiry(self.config.request_expiry) {
+                self.next_expiry = Some(self.next_expiry.map_or(at, |t| t.min(at)));
+            }
+        }
+        self.dispatch(&worker.service, out);
+    }
+
+    fn disconnect(&mut self, worker: Identity, reason: &'static str, out: &mut Vec<Action>) {
+        debug!(worker = %hex(&worker), reason, "sending DISCONNECT");
+        self.metrics.disconnects.with_label_values(&[reason]).inc();
+        out.push(Action::ToWorker {
+            worker,
+            msg: WorkerMessage::Disconnect,
+        });
+    }
+
+    /// Drops workers whose expiry has passed.
+    fn purge_workers(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let expired: Vec<Identity> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.expiry <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for identity in expired {
+            info!(worker = %hex(&identity), "worker expired (missed heartbeats)");
+            self.delete_worker(&identity, Some("expired"), out);
+        }
+    }
+
+    /// Drops requests that waited too long for a worker-less service; once there are many
+    /// services, forgets those nobody uses that never had a worker (names clients invented).
+    fn expire_requests(&mut self, now: Instant) {
+        let expiry = self.config.request_expiry;
+        let mut next: Option<Instant> = None;
+        for (name, service) in self.services.iter_mut() {
+            let expired = service.expire_requests(now, expiry);
+            if expired > 0 {
+                info!(service = %name, expired, "requests expired with no worker for their service");
+            }
+            if let Some(at) = service.next_expiry(expiry) {
+                next = Some(next.map_or(at, |t| t.min(at)));
+            }
+        }
+        if self.services.len() > FORGET_ABOVE {
+            let metrics = &self.metrics;
+            let known = &self.known_services;
+            self.services.retain(|name, service| {
+                let keep = !service.is_unused() || known.contains(name);
+                if !keep {
+                    metrics.forget_service(name);
+                }
+                keep
+            });
+        }
+        self.next_expiry = next;
+    }
+}
+
+/// A routing id in hex, for logs.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,113 @@
+//! One service as the dispatcher keeps it: the requests waiting for a worker, in arrival
+//! order, and the idle workers, longest-idle first.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use hearth_proto::Frame;
+
+use super::Identity;
+use crate::metrics::ServiceMetrics;
+
+/// A client request the broker holds until a worker has answered it.
+#[derive(Debug, Clone)]
+pub struct PendingRequest {
+    /// The client's routing id on the frontend.
+    pub client: Identity,
+    /// The opaque body, kept so the request can be dispatched again if its worker is lost.
+    pub body: Vec<Frame>,
+    /// When the request arrived (for `hearth_request_duration_seconds`).
+    pub received: Instant,
+}
+
+/// A named service: its queue, its idle workers and its metrics.
+pub struct Service {
+    /// Requests waiting for a worker; requeued requests go to the front.
+    pub requests: VecDeque<PendingRequest>,
+    /// Idle workers, longest-idle at the front.
+    pub idle: VecDeque<Identity>,
+    /// Registered workers, idle or busy.
+    pub workers: usize,
+    /// The service's series in the registry.
+    pub metrics: ServiceMetrics,
+}
+
+impl Service {
+    /// A service with no workers and no requests yet.
+    pub fn new(metrics: ServiceMetrics) -> Service {
+        Service {
+            requests: VecDeque::new(),
+            idle: VecDeque::new(),
+            workers: 0,
+            metrics,
+        }
+    }
+
+    /// Appends a new request.
+    pub fn enqueue(&mut self, request: PendingRequest) {
+        self.requests.push_back(request);
+        self.metrics.queue_depth.set(self.requests.len() as i64);
+    }
+
+    /// Puts a request whose worker was lost back at the head of the queue.
+    pub fn requeue(&mut self, request: PendingRequest) {
+        self.requests.push_front(request);
+        self.metrics.requeued.inc();
+        self.metrics.queue_depth.set(self.requests.len() as i64);
+    }
+
+    /// The next (longest-idle worker, oldest request) pair, if both exist.
+    pub fn next_assignment(&mut self) -> Option<(Identity, PendingRequest)> {
+        if self.requests.is_empty() {
+            return None;
+        }
+        let worker = self.idle.pop_front()?;
+        let request = self.requests.pop_front()?;
+        self.metrics.queue_depth.set(self.requests.len() as i64);
+        Some((worker, request))
+    }
+
+    /// Counts a worker in; it starts idle.
+    pub fn add_worker(&mut self, worker: Identity) {
+        self.idle.push_back(worker);
+        self.workers += 1;
+        self.metrics.workers.set(self.workers as i64);
+    }
+
+    /// Counts a worker out.
+    pub fn remove_worker(&mut self, worker: &[u8]) {
+        self.idle.retain(|w| w != worker);
+        self.workers = self.workers.saturating_sub(1);
+        self.metrics.workers.set(self.workers as i64);
+    }
+
+    /// Drops the requests that have waited longer than `expiry` while the service has no
+    /// worker; returns how many. Requests wait as long as any worker of the service lives.
+    pub fn expire_requests(&mut self, now: Instant, expiry: std::time::Duration) -> usize {
+        if self.workers > 0 {
+            return 0;
+        }
+        let before = self.requests.len();
+        self.requests
+            .retain(|r| now.saturating_duration_since(r.received) < expiry);
+        let expired = before - self.requests.len();
+        if expired > 0 {
+            self.metrics.expired.inc_by(expired as u64);
+            self.metrics.queue_depth.set(self.requests.len() as i64);
+        }
+        expired
+    }
+
+    /// When the oldest waiting request of a worker-less service expires, if any.
+    pub fn next_expiry(&self, expiry: std::time::Duration) -> Option<Instant> {
+        if self.workers > 0 {
+            return None;
+        }
+        self.requests.iter().map(|r| r.received + expiry).min()
+    }
+
+    /// Whether nothing refers to this service any more.
+    pub fn is_unused(&self) -> bool {
+        self.workers == 0 && self.requests.is_empty()
+    }
+}

@@ -1,0 +1,439 @@
+//! The dispatcher's rules on a fake clock: no sockets, no sleeping.
+
+use std::time::{Duration, Instant};
+
+use hearth_proto::{ClientMessage, Inbound, WorkerMessage};
+use prometheus::Registry;
+
+use super::*;
+
+const HB: Duration = Duration::from_millis(100);
+
+struct Harness {
+    d: Dispatcher,
+    t0: Instant,
+    registry: Registry,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry).unwrap();
+        let t0 = Instant::now();
+        let config = DispatchConfig {
+            heartbeat: HB,
+            liveness: 3,
+            request_expiry: Duration::from_secs(1),
+            ..DispatchConfig::default()
+        };
+        let info = BrokerInfo {
+            role: "standalone".into(),
+            state: "active".into(),
+            peer_alive: false,
+            state_seq: 0,
+            frontend: "tcp://test".into(),
+            started: t0,
+        };
+        Harness {
+            d: Dispatcher::new(config, metrics, info, t0),
+            t0,
+            registry,
+        }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    fn worker(&mut self, ms: u64, id: &str, msg: WorkerMessage) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.d.handle(
+            self.at(ms),
+            id.as_bytes().to_vec(),
+            Inbound::Worker(msg),
+            &mut out,
+        );
+        out
+    }
+
+    fn ready(&mut self, ms: u64, id: &str, service: &str) -> Vec<Action> {
+        self.worker(
+            ms,
+            id,
+            WorkerMessage::Ready {
+                service: service.into(),
+            },
+        )
+    }
+
+    fn request(&mut self, ms: u64, client: &str, service: &str, body: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        let msg = ClientMessage::new(service, body.as_bytes().to_vec());
+        self.d.handle(
+            self.at(ms),
+            client.as_bytes().to_vec(),
+            Inbound::Client(msg),
+            &mut out,
+        );
+        out
+    }
+
+    fn reply(&mut self, ms: u64, worker: &str, client: &str, body: &str) -> Vec<Action> {
+        let msg = WorkerMessage::Reply {
+            client: client.as_bytes().to_vec(),
+            body: vec![body.as_bytes().to_vec()],
+        };
+        self.worker(ms, worker, msg)
+    }
+
+    fn tick(&mut self, ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.d.tick(self.at(ms), &mut out);
+        out
+    }
+
+    fn metric(&self, name: &str, label: &str) -> f64 {
+        for family in self.registry.gather() {
+            if family.name() != name {
+                continue;
+            }
+            for m in family.get_metric() {
+                if m.get_label().iter().any(|l| l.value() == label) {
+                    return match family.get_field_type() {
+                        prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                        _ => m.get_gauge().get_value(),
+                    };
+                }
+            }
+        }
+        0.0
+    }
+}
+
+fn to_worker(id: &str, msg: WorkerMessage) -> Action {
+    Action::ToWorker {
+        worker: id.as_bytes().to_vec(),
+        msg,
+    }
+}
+
+fn request_to(worker: &str, client: &str, body: &str) -> Action {
+    to_worker(
+        worker,
+        WorkerMessage::Request {
+            client: client.as_bytes().to_vec(),
+            body: vec![body.as_bytes().to_vec()],
+        },
+    )
+}
+
+fn reply_to(client: &str, service: &str, body: &str) -> Action {
+    Action::ToClient {
+        client: client.as_bytes().to_vec(),
+        msg: ClientMessage::new(service, body.as_bytes().to_vec()),
+    }
+}
+
+fn disconnect(id: &str) -> Action {
+    to_worker(id, WorkerMessage::Disconnect)
+}
+
+#[test]
+fn request_waits_for_a_worker_then_goes_to_it() {
+    let mut h = Harness::new();
+    assert_eq!(h.request(0, "C1", "echo", "hi"), vec![]);
+    assert_eq!(h.d.service_status()[0].queue_depth, 1);
+    assert_eq!(
+        h.ready(10, "W1", "echo"),
+        vec![request_to("W1", "C1", "hi")]
+    );
+    assert_eq!(
+        h.reply(20, "W1", "C1", "hi"),
+        vec![reply_to("C1", "echo", "hi")]
+    );
+    assert_eq!(h.metric("hearth_replies_total", "echo"), 1.0);
+    assert_eq!(h.metric("hearth_requests_total", "echo"), 1.0);
+}
+
+#[test]
+fn longest_idle_worker_gets_the_request() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.ready(1, "W2", "echo");
+    assert_eq!(
+        h.request(2, "C1", "echo", "a"),
+        vec![request_to("W1", "C1", "a")]
+    );
+    assert_eq!(
+        h.request(3, "C2", "echo", "b"),
+        vec![request_to("W2", "C2", "b")]
+    );
+    // W2 finishes first, then W1: W2 has been idle longer.
+    h.reply(4, "W2", "C2", "b");
+    h.reply(5, "W1", "C1", "a");
+    assert_eq!(
+        h.request(6, "C3", "echo", "c"),
+        vec![request_to("W2", "C3", "c")]
+    );
+}
+
+#[test]
+fn one_request_at_a_time_per_worker() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    assert_eq!(h.request(1, "C1", "echo", "a").len(), 1);
+    assert_eq!(h.request(2, "C2", "echo", "b"), vec![]);
+    let out = h.reply(3, "W1", "C1", "a");
+    assert_eq!(
+        out,
+        vec![reply_to("C1", "echo", "a"), request_to("W1", "C2", "b")]
+    );
+}
+
+#[test]
+fn heartbeats_go_to_idle_and_busy_workers() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.ready(0, "W2", "echo");
+    h.request(1, "C1", "echo", "a");
+    assert_eq!(h.tick(50), vec![]);
+    let mut out = h.tick(100);
+    out.sort_by_key(|a| format!("{a:?}"));
+    assert_eq!(
+        out,
+        vec![
+            to_worker("W1", WorkerMessage::Heartbeat),
+            to_worker("W2", WorkerMessage::Heartbeat)
+        ]
+    );
+    assert_eq!(h.d.next_deadline(), h.at(200));
+}
+
+#[test]
+fn busy_worker_that_heartbeats_stays() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "slow");
+    h.request(1, "C1", "slow", "a");
+    for ms in (100..=1000).step_by(100) {
+        h.worker(ms - 50, "W1", WorkerMessage::Heartbeat);
+        assert!(!h.tick(ms).contains(&disconnect("W1")), "dropped at {ms}");
+    }
+    assert_eq!(
+        h.reply(1001, "W1", "C1", "done"),
+        vec![reply_to("C1", "slow", "done")]
+    );
+}
+
+#[test]
+fn silent_worker_is_dropped_and_its_request_goes_to_another() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.request(1, "C1", "echo", "a");
+    h.ready(2, "W2", "echo");
+    h.request(3, "C2", "echo", "b");
+    // Only W2 keeps heartbeating; it answers C2 and is idle when W1 expires.
+    h.worker(250, "W2", WorkerMessage::Heartbeat);
+    h.reply(260, "W2", "C2", "b");
+    let out = h.tick(300);
+    assert!(out.contains(&disconnect("W1")), "{out:?}");
+    assert!(out.contains(&request_to("W2", "C1", "a")), "{out:?}");
+    assert_eq!(h.metric("hearth_requeued_total", "echo"), 1.0);
+    assert_eq!(h.metric("hearth_workers", "echo"), 1.0);
+    // A late reply from the dropped worker is refused.
+    assert_eq!(h.reply(310, "W1", "C1", "a"), vec![disconnect("W1")]);
+}
+
+#[test]
+fn requeued_request_goes_to_the_head_of_the_queue() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.request(1, "C1", "echo", "first");
+    h.request(2, "C2", "echo", "second");
+    h.worker(3, "W1", WorkerMessage::Disconnect);
+    assert_eq!(
+        h.ready(4, "W2", "echo"),
+        vec![request_to("W2", "C1", "first")]
+    );
+}
+
+#[test]
+fn unreachable_worker_is_dropped_at_once() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.ready(1, "W2", "echo");
+    let sent = h.request(2, "C1", "echo", "a");
+    assert_eq!(sent, vec![request_to("W1", "C1", "a")]);
+    let mut out = Vec::new();
+    h.d.unreachable(sent[0].clone(), &mut out);
+    assert_eq!(out, vec![request_to("W2", "C1", "a")]);
+    assert_eq!(h.d.worker_count(), 1);
+}
+
+#[test]
+fn requests_expire_only_without_workers() {
+    let mut h = Harness::new();
+    h.request(0, "C1", "nobody", "a");
+    assert_eq!(h.d.next_deadline(), h.at(100));
+    h.tick(999);
+    assert_eq!(
+        h.d.service_status()
+            .iter()
+            .map(|s| s.queue_depth)
+            .sum::<u64>(),
+        1
+    );
+    h.tick(1000);
+    assert_eq!(h.metric("hearth_expired_requests_total", "nobody"), 1.0);
+    assert_eq!(h.d.service_status()[0].queue_depth, 0);
+
+    // With a (busy) worker alive, requests wait however long.
+    h.ready(1000, "W1", "busy");
+    h.request(1001, "C1", "busy", "a");
+    h.request(1002, "C2", "busy", "b");
+    for ms in (1100..=4000).step_by(100) {
+        h.worker(ms - 1, "W1", WorkerMessage::Heartbeat);
+        h.tick(ms);
+    }
+    assert_eq!(h.metric("hearth_expired_requests_total", "busy"), 0.0);
+    assert_eq!(
+        h.reply(4001, "W1", "C1", "a"),
+        vec![reply_to("C1", "busy", "a"), request_to("W1", "C2", "b")]
+    );
+}
+
+#[test]
+fn request_expires_after_its_service_loses_the_last_worker() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.request(1, "C1", "echo", "a");
+    h.request(2, "C2", "echo", "b");
+    h.worker(500, "W1", WorkerMessage::Disconnect);
+    // Both requests are older than the expiry once the worker is gone.
+    h.tick(1002);
+    assert_eq!(h.metric("hearth_expired_requests_total", "echo"), 2.0);
+}
+
+#[test]
+fn ready_for_reserved_service_gets_disconnect() {
+    let mut h = Harness::new();
+    assert_eq!(h.ready(0, "W1", "mmi.service"), vec![disconnect("W1")]);
+    assert_eq!(h.ready(0, "W2", "mmi.other"), vec![disconnect("W2")]);
+    assert_eq!(h.ready(0, "W3", "hearth.status"), vec![disconnect("W3")]);
+    assert_eq!(h.d.worker_count(), 0);
+}
+
+#[test]
+fn second_ready_gets_disconnect() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.request(1, "C1", "echo", "a");
+    assert_eq!(h.ready(2, "W1", "echo"), vec![disconnect("W1")]);
+    assert_eq!(h.d.worker_count(), 0);
+    // The request it held waits for the next worker.
+    assert_eq!(h.ready(3, "W2", "echo"), vec![request_to("W2", "C1", "a")]);
+}
+
+#[test]
+fn reply_or_heartbeat_from_unknown_worker_gets_disconnect() {
+    let mut h = Harness::new();
+    assert_eq!(h.reply(0, "W9", "C1", "x"), vec![disconnect("W9")]);
+    assert_eq!(
+        h.worker(0, "W9", WorkerMessage::Heartbeat),
+        vec![disconnect("W9")]
+    );
+    assert_eq!(h.worker(0, "W9", WorkerMessage::Disconnect), vec![]);
+}
+
+#[test]
+fn reply_for_a_request_the_worker_does_not_hold_gets_disconnect() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    assert_eq!(h.reply(1, "W1", "C1", "x"), vec![disconnect("W1")]);
+    h.ready(2, "W2", "echo");
+    h.request(3, "C1", "echo", "a");
+    let out = h.reply(4, "W2", "C-other", "a");
+    assert_eq!(out, vec![disconnect("W2")]);
+}
+
+#[test]
+fn mmi_service_answers_200_only_while_a_worker_is_registered() {
+    let mut h = Harness::new();
+    let ask = |h: &mut Harness, ms| {
+        let mut out = Vec::new();
+        let msg = ClientMessage::new("mmi.service", b"echo".to_vec());
+        h.d.handle(h.at(ms), b"C1".to_vec(), Inbound::Client(msg), &mut out);
+        out
+    };
+    assert_eq!(ask(&mut h, 0), vec![reply_to("C1", "mmi.service", "404")]);
+    h.ready(1, "W1", "echo");
+    assert_eq!(ask(&mut h, 2), vec![reply_to("C1", "mmi.service", "200")]);
+    h.worker(3, "W1", WorkerMessage::Disconnect);
+    assert_eq!(ask(&mut h, 4), vec![reply_to("C1", "mmi.service", "404")]);
+}
+
+#[test]
+fn other_mmi_services_answer_501() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.request(0, "C1", "mmi.workers", "echo"),
+        vec![reply_to("C1", "mmi.workers", "501")]
+    );
+}
+
+#[test]
+fn hearth_status_answers_bencode() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.request(0, "C1", "queued", "x");
+    let out = h.request(5, "C2", "hearth.status", "");
+    let Action::ToClient { msg, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    let status = hearth_proto::status::BrokerStatus::from_bencode(&msg.body[0]).unwrap();
+    assert_eq!(status.role, "standalone");
+    assert_eq!(status.state, "active");
+    assert_eq!(status.services.len(), 2);
+    assert_eq!(status.services[0].name, "echo");
+    assert_eq!(status.services[0].workers, 1);
+    assert_eq!(status.services[1].name, "queued");
+    assert_eq!(status.services[1].queue_depth, 1);
+}
+
+#[test]
+fn shutdown_disconnects_every_worker() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "a");
+    h.ready(0, "W2", "b");
+    let mut out = Vec::new();
+    h.d.shutdown(&mut out);
+    out.sort_by_key(|a| format!("{a:?}"));
+    assert_eq!(out, vec![disconnect("W1"), disconnect("W2")]);
+    assert_eq!(h.d.worker_count(), 0);
+}
+
+#[test]
+fn malformed_input_is_counted_by_reason() {
+    let mut h = Harness::new();
+    h.d.malformed(b"P1", &DecodeError::WrongHeader);
+    h.d.malformed(b"P1", &DecodeError::WrongHeader);
+    h.d.malformed(b"P2", &DecodeError::MissingBody);
+    assert_eq!(
+        h.metric("hearth_malformed_messages_total", "wrong_header"),
+        2.0
+    );
+    assert_eq!(
+        h.metric("hearth_malformed_messages_total", "missing_body"),
+        1.0
+    );
+}
+
+#[test]
+fn queue_is_bounded() {
+    let mut h = Harness::new();
+    h.d.config.max_queue = 2;
+    for i in 0..5 {
+        h.request(i, &format!("C{i}"), "echo", "x");
+    }
+    assert_eq!(h.d.service_status()[0].queue_depth, 2);
+    assert_eq!(h.metric("hearth_dropped_messages_total", "queue_full"), 3.0);
+}

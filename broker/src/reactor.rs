@@ -1,0 +1,179 @@
+//! The reactor: the one thread that owns the broker's sockets.
+//!
+//! It polls the frontend ROUTER and a control socket with a timeout equal to the
+//! dispatcher's next deadline (so an idle broker wakes only for heartbeats), drains every
+//! message that is ready, turns each into a dispatcher call, and carries out the
+//! [`Action`]s that come back. Nothing else happens here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hearth_proto::status::BrokerStatus;
+use hearth_proto::{Inbound, Limits};
+use tracing::{debug, info, warn};
+
+use crate::dispatch::{Action, Dispatcher};
+use crate::metrics::Metrics;
+
+/// Messages handled per poll before timers are looked at again, so a flood cannot starve
+/// heartbeats.
+const MAX_BATCH: usize = 1024;
+/// How often, at most, the status board is refreshed while messages flow.
+const STATUS_REFRESH: Duration = Duration::from_millis(100);
+
+/// What the HTTP side reads: the latest status and when the reactor last went round its loop.
+#[derive(Clone, Default)]
+pub struct StatusBoard {
+    /// The status as of the last refresh.
+    pub status: Arc<Mutex<BrokerStatus>>,
+    /// Milliseconds since `started` at the reactor's last loop.
+    pub last_loop_ms: Arc<AtomicU64>,
+}
+
+/// The reactor's sockets and state.
+pub struct Reactor {
+    pub(crate) frontend: zmq::Socket,
+    pub(crate) control: zmq::Socket,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Metrics,
+    pub(crate) board: StatusBoard,
+    pub(crate) started: Instant,
+}
+
+impl Reactor {
+    /// Runs until a message arrives on the control socket, then sends DISCONNECT to every
+    /// worker and returns.
+    pub fn run(mut self) -> Result<(), zmq::Error> {
+        let mut out = Vec::with_capacity(64);
+        let mut retry = Vec::new();
+        let mut last_publish = self.started;
+        let mut dirty = true;
+        loop {
+            let now = Instant::now();
+            let mut deadline = self.dispatcher.next_deadline();
+            if dirty {
+                deadline = deadline.min(last_publish + STATUS_REFRESH);
+            }
+            let timeout = deadline.saturating_duration_since(now);
+            // Round up so the loop never spins on a deadline a fraction of a millisecond away.
+            let timeout_ms = (timeout.as_micros().div_ceil(1000)).min(i64::MAX as u128) as i64;
+            let mut items = [
+                self.frontend.as_poll_item(zmq::POLLIN),
+                self.control.as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, timeout_ms) {
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+            if items[1].is_readable() {
+                break;
+            }
+            if items[0].is_readable() {
+                dirty |= self.drain_frontend(&mut out, &mut retry);
+            }
+            let now = Instant::now();
+            self.dispatcher.tick(now, &mut out);
+            self.send_all(&mut out, &mut retry);
+            if dirty && now >= last_publish + STATUS_REFRESH {
+                self.publish_status(now);
+                last_publish = now;
+                dirty = false;
+            }
+            let loop_ms = now.saturating_duration_since(self.started).as_millis() as u64;
+            self.board.last_loop_ms.store(loop_ms, Ordering::Relaxed);
+        }
+        info!(
+            "broker stopping: sending DISCONNECT to {} workers",
+            self.dispatcher.worker_count()
+        );
+        self.dispatcher.shutdown(&mut out);
+        self.send_all(&mut out, &mut retry);
+        self.publish_status(Instant::now());
+        Ok(())
+    }
+
+    /// Handles every message ready on the frontend, up to [`MAX_BATCH`]; true if any came.
+    fn drain_frontend(&mut self, out: &mut Vec<Action>, retry: &mut Vec<Action>) -> bool {
+        let mut any = false;
+        for _ in 0..MAX_BATCH {
+            let mut frames = match self.frontend.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => break,
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => {
+                    warn!(error = %e, "frontend receive failed");
+                    break;
+                }
+            };
+            any = true;
+            if frames.is_empty() {
+                continue;
+            }
+            let identity = frames.remove(0);
+            let now = Instant::now();
+            match Inbound::decode(frames, &self.limits) {
+                Ok(msg) => self.dispatcher.handle(now, identity, msg, out),
+                Err(error) => self.dispatcher.malformed(&identity, &error),
+            }
+            self.send_all(out, retry);
+        }
+        any
+    }
+
+    /// Sends every pending action; a peer the ROUTER cannot reach is reported back to the
+    /// dispatcher, which may produce more actions (a requeued request to another worker).
+    fn send_all(&mut self, out: &mut Vec<Action>, retry: &mut Vec<Action>) {
+        while !out.is_empty() {
+            for action in out.drain(..) {
+                let result = match &action {
+                    Action::ToWorker { worker, msg } => send(&self.frontend, worker, &msg.frames()),
+                    Action::ToClient { client, msg } => send(&self.frontend, client, &msg.frames()),
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(zmq::Error::EHOSTUNREACH) => self.dispatcher.unreachable(action, retry),
+                    Err(zmq::Error::EAGAIN) => {
+                        debug!("peer's queue is full; message dropped");
+                        self.metrics
+                            .dropped
+                            .with_label_values(&["peer_queue_full"])
+                            .inc();
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "frontend send failed");
+                        self.metrics
+                            .dropped
+                            .with_label_values(&["send_failed"])
+                            .inc();
+                    }
+                }
+            }
+            std::mem::swap(out, retry);
+        }
+    }
+
+    fn publish_status(&self, now: Instant) {
+        let status = self.dispatcher.status(now);
+        if let Ok(mut board) = self.board.status.lock() {
+            *board = status;
+        }
+    }
+}
+
+/// Sends one message to `to` through the ROUTER, without blocking.
+fn send(socket: &zmq::Socket, to: &[u8], frames: &[&[u8]]) -> Result<(), zmq::Error> {
+    socket.send(to, zmq::SNDMORE | zmq::DONTWAIT)?;
+    let last = frames.len().saturating_sub(1);
+    for (i, frame) in frames.iter().enumerate() {
+        let flags = if i == last {
+            zmq::DONTWAIT
+        } else {
+            zmq::SNDMORE | zmq::DONTWAIT
+        };
+        socket.send(*frame, flags)?;
+    }
+    Ok(())
+}
