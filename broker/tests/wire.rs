@@ -153,7 +153,7 @@ fn each_malformed_shape_is_counted_and_dropped_and_the_broker_still_serves() {
     let ctx = zmq::Context::new();
     let worker = raw_worker(&ctx, broker.frontend(), "echo");
     let big = vec![b'x'; 2048];
-    let many: Vec<&[u8]> = std::iter::repeat(&b"x"[..]).take(20).collect();
+    let many: Vec<&[u8]> = std::iter::repeat_n(&b"x"[..], 20).collect();
     let cases: Vec<(&str, Vec<&[u8]>)> = vec![
         ("missing_delimiter", vec![b"MDPC01", b"echo", b"x"]),
         ("missing_header", vec![b""]),
