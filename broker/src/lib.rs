@@ -9,6 +9,7 @@
 //! [`spawn`] starts a broker on background threads and returns a [`BrokerHandle`]; the
 //! `hearth-broker` binary is a thin shell around it, and tests start brokers the same way.
 
+pub mod bstar;
 pub mod config;
 pub mod dispatch;
 pub mod http;
