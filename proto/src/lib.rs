@@ -5,6 +5,7 @@
 //!   distinct [`DecodeError`] variant.
 //! * [`mmi`]: the Majordomo Management Interface (RFC 8) and the other service names the
 //!   broker answers itself.
+//! * [`peer`]: the Binary Star peer link between the two brokers of a pair.
 //! * [`status`]: the broker's status record, served over ZeroMQ (Bencode, by the built-in
 //!   `hearth.status` service) and over HTTP (JSON, at `/status`).
 //!
@@ -14,6 +15,7 @@
 pub mod error;
 pub mod mdp;
 pub mod mmi;
+pub mod peer;
 pub mod status;
 
 pub use error::DecodeError;
