@@ -14,6 +14,7 @@ pub mod config;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
+pub mod pair;
 pub mod reactor;
 
 use std::net::SocketAddr;

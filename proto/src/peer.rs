@@ -40,6 +40,13 @@ pub struct PeerHeartbeat {
     pub frontend: String,
     /// A number the sender picked at start-up, so a restart is visible.
     pub epoch: u64,
+    /// The sender's heartbeat counter: one more with every heartbeat it sends.
+    #[serde(default)]
+    pub beat: u64,
+    /// The last `beat` the sender received from the receiver (0 for none), so a broker that
+    /// was frozen can tell news sent after it resumed from news queued while it was away.
+    #[serde(default)]
+    pub heard: u64,
 }
 
 /// A message on the peer link.
@@ -129,6 +136,8 @@ mod tests {
             state_seq: 42,
             frontend: "tcp://127.0.0.1:5555".into(),
             epoch: 7,
+            beat: 11,
+            heard: 10,
         }
     }
 

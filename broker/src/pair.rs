@@ -1,0 +1,329 @@
+//! The pair driver: the Binary Star state machine plus the timing around it — peer expiry,
+//! heartbeats, held client requests, freeze detection — still free of sockets and clocks.
+//!
+//! The reactor feeds it clock readings ([`Pair::observe`]), peer heartbeats, peer-link
+//! disconnects and client requests, and asks it whether to serve ([`Gate`]). Requests it
+//! holds come back later through [`Pair::take_released`] (serve them now) or
+//! [`Pair::take_dropped`] (the peer is alive and active: let the client retry there).
+//!
+//! Beyond the guide's Binary Star:
+//! * **Held requests.** A passive (or a primary at start-up) that gets a client request
+//!   while its peer still looks alive holds it until the peer's next heartbeat proves the
+//!   peer alive (then drops it) or the peer expires (then takes over and serves it at once).
+//! * **An active serves only while it knows the peer cannot have replaced it.** The peer
+//!   takes over only after two heartbeats of silence. Every heartbeat carries a beat number
+//!   and acknowledges the last beat heard from the other side, so the active knows when the
+//!   peer last heard it: it serves while that was less than two heartbeats ago (minus a
+//!   margin), or once the peer itself has been silent for a full expiry. Otherwise it holds
+//!   requests until the news arrives. This is what keeps a broker that was frozen (SIGSTOP,
+//!   a VM pause) from answering a single request after its peer took over: on waking, its
+//!   last acknowledged beat is old, so it waits for the peer's heartbeat, which makes it
+//!   step down.
+//! * **Silence counts only while awake.** Peer silence is measured from the later of the
+//!   last heartbeat and the moment this broker last resumed after a stall (a gap between two
+//!   clock readings longer than any poll wait), so a broker that was itself frozen never
+//!   mistakes the heartbeats still waiting in its socket for a silent peer.
+//! * **Fast expiry.** A closed peer-link connection with no heartbeat after it (the peer
+//!   process died and its kernel closed the socket) counts as peer expiry at once.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::bstar::{transition, Event, Fault, Node, PairRole, State, Verdict};
+
+/// Client requests held at most; beyond that they are refused.
+const MAX_HELD: usize = 10_000;
+
+/// What to do with a client request now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gate<T> {
+    /// Serve it.
+    Serve(T),
+    /// The pair driver keeps it until the peer's news decides.
+    Held,
+    /// Do not serve it (a lone backup, too many held).
+    Refuse(T),
+}
+
+/// What a heartbeat to the peer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutgoingBeat {
+    pub state: State,
+    pub term: u64,
+    pub beat: u64,
+    pub heard: u64,
+}
+
+/// How much earlier than the peer could expire us we stop serving without fresh news.
+fn safety_margin(heartbeat: Duration) -> Duration {
+    heartbeat / 10
+}
+
+/// One broker's side of the pair.
+pub struct Pair<T> {
+    node: Node,
+    heartbeat: Duration,
+    last_heard: Option<Instant>,
+    disconnected_at: Option<Instant>,
+    peer_state: Option<State>,
+    next_heartbeat: Instant,
+    beat: u64,
+    /// Recent beats we sent, with when, to read the peer's acknowledgements.
+    sent: VecDeque<(u64, Instant)>,
+    /// When the latest beat the peer acknowledged was sent.
+    acked_at: Option<Instant>,
+    heard_beat: u64,
+    held: VecDeque<T>,
+    /// Since when this broker has been running without a stall.
+    listening_since: Instant,
+    last_reading: Instant,
+    released: Vec<T>,
+    dropped: Vec<T>,
+    /// Times this broker went from passive to active.
+    pub failovers: u64,
+    /// Times this broker stepped down from active on finding a newer active peer.
+    pub step_downs: u64,
+    /// Stalls detected (the process was not running for a while).
+    pub stalls: u64,
+}
+
+/// Beats kept to match acknowledgements against.
+const SENT_KEPT: usize = 32;
+
+impl<T> Pair<T> {
+    /// A broker starting now in its role's start-up state. `first_beat` should differ
+    /// between runs (the broker derives it from its start-up epoch), so that the peer's
+    /// acknowledgement of an earlier run's beat is never mistaken for one of ours.
+    pub fn new(role: PairRole, heartbeat: Duration, now: Instant, first_beat: u64) -> Pair<T> {
+        Pair {
+            node: Node::new(role),
+            heartbeat,
+            last_heard: None,
+            disconnected_at: None,
+            peer_state: None,
+            next_heartbeat: now,
+            beat: first_beat,
+            sent: VecDeque::with_capacity(SENT_KEPT),
+            acked_at: None,
+            heard_beat: 0,
+            held: VecDeque::new(),
+            listening_since: now,
+            last_reading: now,
+            released: Vec::new(),
+            dropped: Vec::new(),
+            failovers: 0,
+            step_downs: 0,
+            stalls: 0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.node.state
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.node.term
+    }
+
+    /// The peer's last announced state, if it was ever heard.
+    pub fn peer_state(&self) -> Option<State> {
+        self.peer_state
+    }
+
+    /// When the peer was last heard.
+    pub fn last_heard(&self) -> Option<Instant> {
+        self.last_heard
+    }
+
+    /// When the peer counts as expired: two heartbeats of silence observed while awake, or
+    /// a closed connection with no heartbeat after it.
+    pub fn peer_expiry(&self) -> Instant {
+        if let Some(at) = self.disconnected_at {
+            return at;
+        }
+        let since = self
+            .last_heard
+            .map_or(self.listening_since, |h| h.max(self.listening_since));
+        since + self.heartbeat * 2
+    }
+
+    /// Whether the peer has been heard within its expiry.
+    pub fn peer_alive(&self, now: Instant) -> bool {
+        self.last_heard.is_some() && now < self.peer_expiry()
+    }
+
+    /// Whether client requests and replies may flow now: active, and sure the peer has not
+    /// replaced us (see the module documentation).
+    pub fn serving(&self, now: Instant) -> bool {
+        if self.node.state != State::Active {
+            return false;
+        }
+        let acknowledged = self
+            .acked_at
+            .is_some_and(|sent| now + safety_margin(self.heartbeat) < sent + self.heartbeat * 2);
+        acknowledged || now >= self.peer_expiry()
+    }
+
+    /// Feeds a clock reading; true if it reveals a stall: a gap since the previous reading
+    /// longer than any poll wait (the reactor wakes at least once a heartbeat).
+    pub fn observe(&mut self, now: Instant) -> bool {
+        let gap = now.saturating_duration_since(self.last_reading);
+        self.last_reading = now;
+        if gap > self.heartbeat + self.heartbeat / 5 {
+            self.listening_since = now;
+            self.stalls += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Decides about a client request.
+    pub fn client_request(&mut self, now: Instant, request: T) -> Gate<T> {
+        if self.node.state == State::Active {
+            return if self.serving(now) {
+                Gate::Serve(request)
+            } else {
+                self.hold(request)
+            };
+        }
+        match transition(self.node, Event::ClientRequest, now, self.peer_expiry()) {
+            Ok((node, verdict)) => {
+                self.apply(node, verdict);
+                self.settle_held(now);
+                Gate::Serve(request)
+            }
+            Err(Fault::NotServing(State::Backup)) | Err(Fault::SameRole(_)) => {
+                Gate::Refuse(request)
+            }
+            Err(Fault::NotServing(_)) => self.hold(request),
+        }
+    }
+
+    fn hold(&mut self, request: T) -> Gate<T> {
+        if self.held.len() >= MAX_HELD {
+            return Gate::Refuse(request);
+        }
+        self.held.push_back(request);
+        Gate::Held
+    }
+
+    /// Feeds a heartbeat from the peer: its state, term, beat number, and the last of our
+    /// beats it heard.
+    pub fn peer_heartbeat(
+        &mut self,
+        now: Instant,
+        state: State,
+        term: u64,
+        beat: u64,
+        heard: u64,
+    ) -> Result<Verdict, Fault> {
+        self.heard_beat = beat;
+        self.last_heard = Some(now);
+        self.disconnected_at = None;
+        self.peer_state = Some(state);
+        if let Some(&(_, sent)) = self.sent.iter().find(|(b, _)| *b == heard) {
+            if self.acked_at.is_none_or(|a| sent > a) {
+                self.acked_at = Some(sent);
+            }
+        }
+        let (node, verdict) = transition(
+            self.node,
+            Event::from_peer(state, term),
+            now,
+            self.peer_expiry(),
+        )?;
+        self.apply(node, verdict);
+        self.settle_held(now);
+        Ok(verdict)
+    }
+
+    /// The peer-link connection closed: unless a heartbeat follows, the peer is gone.
+    pub fn peer_disconnected(&mut self, now: Instant) {
+        self.disconnected_at = Some(self.disconnected_at.map_or(now, |d| d.min(now)));
+    }
+
+    /// Timers: releases or drops held requests whose fate is now known, and says whether a
+    /// heartbeat is due (returning what it must carry).
+    pub fn tick(&mut self, now: Instant) -> Option<OutgoingBeat> {
+        if !self.held.is_empty() {
+            if self.serving(now) {
+                self.released.extend(self.held.drain(..));
+            } else if self.node.state != State::Active && now >= self.peer_expiry() {
+                match transition(self.node, Event::ClientRequest, now, self.peer_expiry()) {
+                    Ok((node, verdict)) => {
+                        self.apply(node, verdict);
+                        self.released.extend(self.held.drain(..));
+                    }
+                    Err(_) => self.dropped.extend(self.held.drain(..)),
+                }
+            }
+        }
+        if now >= self.next_heartbeat {
+            self.beat += 1;
+            self.next_heartbeat = now + self.heartbeat;
+            if self.sent.len() == SENT_KEPT {
+                self.sent.pop_front();
+            }
+            self.sent.push_back((self.beat, now));
+            return Some(OutgoingBeat {
+                state: self.node.state,
+                term: self.node.term,
+                beat: self.beat,
+                heard: self.heard_beat,
+            });
+        }
+        None
+    }
+
+    /// The next moment [`Pair::tick`] has work to do.
+    pub fn next_deadline(&self) -> Instant {
+        let mut at = self.next_heartbeat;
+        if !self.held.is_empty() {
+            at = at.min(self.peer_expiry());
+        }
+        at
+    }
+
+    /// Held requests to serve now.
+    pub fn take_released(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Held requests not to serve (the peer is alive and serving).
+    pub fn take_dropped(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Requests held right now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    fn apply(&mut self, node: Node, verdict: Verdict) {
+        match verdict {
+            Verdict::Activated if self.node.state == State::Passive => self.failovers += 1,
+            Verdict::SteppedDown => self.step_downs += 1,
+            _ => {}
+        }
+        self.node = node;
+    }
+
+    /// After news from the peer: held requests are served if we serve, kept while an
+    /// active waits for an acknowledgement, and dropped otherwise (the peer is alive).
+    fn settle_held(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            return;
+        }
+        if self.serving(now) {
+            self.released.extend(self.held.drain(..));
+        } else if self.node.state != State::Active && self.peer_alive(now) {
+            self.dropped.extend(self.held.drain(..));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "pair_tests.rs"]
+mod tests;
