@@ -236,8 +236,25 @@ impl BrokerConfig {
         if self.max_queue == 0 {
             return invalid("max_queue must be at least 1");
         }
-        if self.role != Role::Standalone {
-            return invalid("the primary and backup roles (Binary Star) are not available in this build yet; use --role standalone");
+        match (self.role, &self.peer_bind, &self.peer_connect) {
+            (Role::Standalone, None, None) => {}
+            (Role::Standalone, _, _) => {
+                return invalid(
+                    "peer_bind and peer_connect apply only to --role primary or backup",
+                );
+            }
+            (_, Some(bind), Some(connect))
+                if !bind.trim().is_empty() && !connect.trim().is_empty() => {}
+            _ => {
+                return invalid(
+                    "--role primary and backup need both --peer-bind and --peer-connect",
+                )
+            }
+        }
+        if self.peer_heartbeat < Duration::from_millis(10)
+            || self.peer_heartbeat > Duration::from_secs(60)
+        {
+            return invalid("peer_heartbeat must be between 10ms and 60s");
         }
         Ok(())
     }

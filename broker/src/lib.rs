@@ -15,6 +15,8 @@ pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod pair;
+pub mod pair_side;
+pub mod peer_link;
 pub mod reactor;
 
 use std::net::SocketAddr;
@@ -27,10 +29,14 @@ use hearth_proto::status::BrokerStatus;
 use hearth_proto::Limits;
 use prometheus::Registry;
 
+use bstar::PairRole;
 pub use config::{BrokerArgs, BrokerConfig, Role};
 use dispatch::{BrokerInfo, DispatchConfig, Dispatcher};
 use http::HttpServer;
 use metrics::Metrics;
+use pair::Pair;
+use pair_side::PairSide;
+use peer_link::PeerLink;
 use reactor::{Reactor, StatusBoard};
 
 /// Why a broker could not start or stopped with an error.
@@ -124,16 +130,17 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
 
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
-    metrics.set_bstar_state("active");
-    let board = StatusBoard::default();
-    let info = BrokerInfo {
-        role: config.role.as_str().into(),
-        state: "active".into(),
-        peer_alive: false,
-        state_seq: 0,
-        frontend: bound.clone(),
-        started,
+    let broker_id = NEXT_BROKER.fetch_add(1, Ordering::Relaxed);
+    let pair = match config.role {
+        Role::Standalone => None,
+        Role::Primary | Role::Backup => Some(open_pair_side(
+            &context, &config, &bound, broker_id, started,
+        )?),
     };
+    let initial_state = pair.as_ref().map_or("active", |p| p.pair.state().as_str());
+    metrics.set_bstar_state(initial_state);
+    let board = StatusBoard::default();
+    let info = BrokerInfo::new(config.role.as_str(), initial_state, &bound, started);
     let dispatch_config = DispatchConfig {
         heartbeat: config.heartbeat,
         liveness: config.liveness,
@@ -168,6 +175,7 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         metrics,
         board: board.clone(),
         started,
+        pair,
     };
     let thread = std::thread::Builder::new()
         .name("hearth-reactor".into())
@@ -187,6 +195,37 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         registry,
         board,
     })
+}
+
+/// Opens the peer link and starts the pair driver for a primary or backup.
+fn open_pair_side(
+    context: &zmq::Context,
+    config: &BrokerConfig,
+    frontend: &str,
+    id: usize,
+    now: Instant,
+) -> Result<PairSide, BrokerError> {
+    let (Some(bind), Some(connect)) = (&config.peer_bind, &config.peer_connect) else {
+        return Err(config::ConfigError::Invalid(
+            "primary and backup need peer_bind and peer_connect".into(),
+        )
+        .into());
+    };
+    let link = PeerLink::open(context, bind, connect, id)?;
+    let role = if config.role == Role::Primary {
+        PairRole::Primary
+    } else {
+        PairRole::Backup
+    };
+    // A random start-up number: beat numbers of this run never match an earlier run's.
+    let epoch = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    let pair = Pair::new(role, config.peer_heartbeat, now, epoch);
+    Ok(PairSide::new(link, pair, role, epoch, frontend.to_owned()))
 }
 
 impl BrokerHandle {

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub bstar_state: IntGaugeVec,
     /// Times this broker went from passive to active.
     pub failovers: IntCounter,
+    /// Times this broker stepped down after finding a newer active peer (split brain).
+    pub split_brain: IntCounter,
+    /// Times this broker found it had not been running for a while (SIGSTOP, VM pause).
+    pub stalls: IntCounter,
     /// 1 while the peer is heard from within its expiry.
     pub peer_alive: IntGauge,
     /// The state model's sequence number.
@@ -92,6 +96,16 @@ impl Metrics {
             "Times this broker became active after being passive",
         )?;
         registry.register(Box::new(failovers.clone()))?;
+        let split_brain = IntCounter::new(
+            "hearth_split_brain_total",
+            "Times this broker stepped down after finding a newer active peer",
+        )?;
+        registry.register(Box::new(split_brain.clone()))?;
+        let stalls = IntCounter::new(
+            "hearth_stalls_total",
+            "Times this broker found it had not been running for a while (stopped or starved)",
+        )?;
+        registry.register(Box::new(stalls.clone()))?;
         let peer_alive = IntGauge::new(
             "hearth_peer_alive",
             "1 while the Binary Star peer is heard from",
@@ -160,6 +174,8 @@ impl Metrics {
                 &["state"],
             )?,
             failovers,
+            split_brain,
+            stalls,
             peer_alive,
             state_seq,
             state_keys,

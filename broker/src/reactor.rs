@@ -1,20 +1,24 @@
 //! The reactor: the one thread that owns the broker's sockets.
 //!
-//! It polls the frontend ROUTER and a control socket with a timeout equal to the
-//! dispatcher's next deadline (so an idle broker wakes only for heartbeats), drains every
-//! message that is ready, turns each into a dispatcher call, and carries out the
-//! [`Action`]s that come back. Nothing else happens here.
+//! It polls the frontend ROUTER, the control socket and, for a broker of a pair, the peer
+//! link, with a timeout equal to the nearest deadline (so an idle broker wakes only for
+//! heartbeats). Each round it reads the clock once for the stall detector, then the peer's
+//! news *before* any client request (so a broker that was frozen learns it was replaced
+//! before it could answer), then drains the frontend, turning each message into a
+//! dispatcher call and carrying out the [`Action`]s that come back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hearth_proto::mmi::STATUS_SERVICE;
 use hearth_proto::status::BrokerStatus;
 use hearth_proto::{Inbound, Limits};
 use tracing::{debug, info, warn};
 
 use crate::dispatch::{Action, Dispatcher};
 use crate::metrics::Metrics;
+use crate::pair_side::PairSide;
 
 /// Messages handled per poll before timers are looked at again, so a flood cannot starve
 /// heartbeats.
@@ -40,6 +44,8 @@ pub struct Reactor {
     pub(crate) metrics: Metrics,
     pub(crate) board: StatusBoard,
     pub(crate) started: Instant,
+    /// The Binary Star side, for a primary or backup.
+    pub(crate) pair: Option<PairSide>,
 }
 
 impl Reactor {
@@ -53,28 +59,35 @@ impl Reactor {
         loop {
             let now = Instant::now();
             let mut deadline = self.dispatcher.next_deadline();
+            if let Some(pair) = &self.pair {
+                deadline = deadline.min(pair.next_deadline());
+            }
             if dirty {
                 deadline = deadline.min(last_publish + STATUS_REFRESH);
             }
             let timeout = deadline.saturating_duration_since(now);
             // Round up so the loop never spins on a deadline a fraction of a millisecond away.
-            let timeout_ms = (timeout.as_micros().div_ceil(1000)).min(i64::MAX as u128) as i64;
-            let mut items = [
-                self.frontend.as_poll_item(zmq::POLLIN),
-                self.control.as_poll_item(zmq::POLLIN),
-            ];
-            match zmq::poll(&mut items, timeout_ms) {
-                Ok(_) => {}
-                Err(zmq::Error::EINTR) => continue,
-                Err(e) => return Err(e),
-            }
-            if items[1].is_readable() {
+            let timeout_ms = timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
+            let (frontend_ready, control_ready, peer_ready) = self.poll(timeout_ms)?;
+            if control_ready {
                 break;
             }
-            if items[0].is_readable() {
+            let now = Instant::now();
+            if let Some(pair) = &mut self.pair {
+                pair.observe(now, &self.metrics);
+                if peer_ready {
+                    pair.drain_link(now, &mut self.dispatcher, &self.metrics, &mut out);
+                    dirty = true;
+                }
+            }
+            if frontend_ready {
                 dirty |= self.drain_frontend(&mut out, &mut retry);
             }
             let now = Instant::now();
+            if let Some(pair) = &mut self.pair {
+                pair.tick(now, &mut self.dispatcher, &self.metrics, &mut out);
+                pair.refresh_info(now, &mut self.dispatcher, &self.metrics);
+            }
             self.dispatcher.tick(now, &mut out);
             self.send_all(&mut out, &mut retry);
             if dirty && now >= last_publish + STATUS_REFRESH {
@@ -93,6 +106,25 @@ impl Reactor {
         self.send_all(&mut out, &mut retry);
         self.publish_status(Instant::now());
         Ok(())
+    }
+
+    /// Polls every socket; says which are readable (frontend, control, peer link).
+    fn poll(&self, timeout_ms: i64) -> Result<(bool, bool, bool), zmq::Error> {
+        let mut items = vec![
+            self.frontend.as_poll_item(zmq::POLLIN),
+            self.control.as_poll_item(zmq::POLLIN),
+        ];
+        if let Some(pair) = &self.pair {
+            items.push(pair.link.inbound.as_poll_item(zmq::POLLIN));
+            items.push(pair.link.monitor.as_poll_item(zmq::POLLIN));
+        }
+        match zmq::poll(&mut items, timeout_ms) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => return Ok((false, false, false)),
+            Err(e) => return Err(e),
+        }
+        let peer = items.iter().skip(2).any(|i| i.is_readable());
+        Ok((items[0].is_readable(), items[1].is_readable(), peer))
     }
 
     /// Handles every message ready on the frontend, up to [`MAX_BATCH`]; true if any came.
@@ -115,6 +147,24 @@ impl Reactor {
             let identity = frames.remove(0);
             let now = Instant::now();
             match Inbound::decode(frames, &self.limits) {
+                Ok(Inbound::Client(msg)) if msg.service != STATUS_SERVICE => match &mut self.pair {
+                    Some(pair) => {
+                        pair.observe(now, &self.metrics);
+                        pair.client_request(
+                            now,
+                            identity,
+                            msg,
+                            &mut self.dispatcher,
+                            &self.metrics,
+                            out,
+                        );
+                    }
+                    None => self
+                        .dispatcher
+                        .handle(now, identity, Inbound::Client(msg), out),
+                },
+                // Workers register and heartbeat with both brokers of a pair; the status
+                // service answers in every state.
                 Ok(msg) => self.dispatcher.handle(now, identity, msg, out),
                 Err(error) => self.dispatcher.malformed(&identity, &error),
             }
@@ -125,11 +175,19 @@ impl Reactor {
 
     /// Sends every pending action; a peer the ROUTER cannot reach is reported back to the
     /// dispatcher, which may produce more actions (a requeued request to another worker).
+    /// Replies to clients go out only while this broker serves.
     fn send_all(&mut self, out: &mut Vec<Action>, retry: &mut Vec<Action>) {
+        let serving = self.pair.as_ref().is_none_or(|p| p.serving(Instant::now()));
         while !out.is_empty() {
             for action in out.drain(..) {
                 let result = match &action {
                     Action::ToWorker { worker, msg } => send(&self.frontend, worker, &msg.frames()),
+                    Action::ToClient { msg, .. } if !serving && !is_status(msg) => {
+                        if let Some(pair) = &mut self.pair {
+                            pair.hold_reply(action, &self.metrics);
+                        }
+                        continue;
+                    }
                     Action::ToClient { client, msg } => send(&self.frontend, client, &msg.frames()),
                 };
                 match result {
@@ -161,6 +219,10 @@ impl Reactor {
             *board = status;
         }
     }
+}
+
+fn is_status(msg: &hearth_proto::ClientMessage) -> bool {
+    msg.service == STATUS_SERVICE
 }
 
 /// Sends one message to `to` through the ROUTER, without blocking.

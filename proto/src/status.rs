@@ -25,6 +25,31 @@ pub struct BrokerStatus {
     pub uptime_ms: u64,
     /// Every service with a worker or a waiting request, by name.
     pub services: Vec<ServiceStatus>,
+    /// The Binary Star term (0 when standalone).
+    #[serde(default)]
+    pub term: u64,
+    /// The pair's peer as this broker sees it (absent when standalone).
+    #[serde(default)]
+    pub peer: Option<PeerStatus>,
+    /// Client requests held until the peer's news decides (see the broker's pair driver).
+    #[serde(default)]
+    pub held_requests: u64,
+    /// Times this broker took over from its peer.
+    #[serde(default)]
+    pub failovers: u64,
+}
+
+/// The Binary Star peer as one broker sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The endpoint this broker connects to (`--peer-connect`).
+    pub endpoint: String,
+    /// The state the peer last announced, or `unknown`.
+    pub state: String,
+    /// Milliseconds since the peer was last heard (absent if never).
+    pub last_heard_ms: Option<u64>,
+    /// Whether the peer counts as alive.
+    pub alive: bool,
 }
 
 /// One service as the broker sees it.
@@ -73,10 +98,27 @@ mod tests {
                 idle_workers: 1,
                 queue_depth: 3,
             }],
+            term: 2,
+            peer: Some(PeerStatus {
+                endpoint: "tcp://127.0.0.1:5556".into(),
+                state: "passive".into(),
+                last_heard_ms: Some(300),
+                alive: true,
+            }),
+            held_requests: 1,
+            failovers: 1,
         };
         let bytes = status.to_bencode();
         assert!(bytes.starts_with(b"d"));
         assert_eq!(BrokerStatus::from_bencode(&bytes).unwrap(), status);
+    }
+
+    #[test]
+    fn older_records_without_pair_fields_still_decode() {
+        let old = b"d8:frontend3:tcp10:peer_alivei0e4:role10:standalone8:servicesle5:state6:active9:state_seqi0e9:uptime_msi5ee";
+        let status = BrokerStatus::from_bencode(old).unwrap();
+        assert_eq!(status.role, "standalone");
+        assert_eq!(status.peer, None);
     }
 
     #[test]

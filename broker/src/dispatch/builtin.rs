@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use hearth_proto::mmi::{self, MmiCode};
-use hearth_proto::status::BrokerStatus;
+use hearth_proto::status::{BrokerStatus, PeerStatus};
 use hearth_proto::{ClientMessage, Frame};
 
 use super::Dispatcher;
@@ -24,6 +24,32 @@ pub struct BrokerInfo {
     pub frontend: String,
     /// When the broker started.
     pub started: Instant,
+    /// The Binary Star term.
+    pub term: u64,
+    /// The peer, for a broker of a pair.
+    pub peer: Option<PeerStatus>,
+    /// Client requests held by the pair driver.
+    pub held_requests: u64,
+    /// Takeovers so far.
+    pub failovers: u64,
+}
+
+impl BrokerInfo {
+    /// What a broker knows of itself at start-up.
+    pub fn new(role: &str, state: &str, frontend: &str, started: Instant) -> BrokerInfo {
+        BrokerInfo {
+            role: role.into(),
+            state: state.into(),
+            peer_alive: false,
+            state_seq: 0,
+            frontend: frontend.into(),
+            started,
+            term: 0,
+            peer: None,
+            held_requests: 0,
+            failovers: 0,
+        }
+    }
 }
 
 impl Dispatcher {
@@ -62,6 +88,10 @@ impl Dispatcher {
             frontend: self.info.frontend.clone(),
             uptime_ms: now.saturating_duration_since(self.info.started).as_millis() as u64,
             services: self.service_status(),
+            term: self.info.term,
+            peer: self.info.peer.clone(),
+            held_requests: self.info.held_requests,
+            failovers: self.info.failovers,
         }
     }
 }

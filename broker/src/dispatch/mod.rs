@@ -107,6 +107,9 @@ pub struct Dispatcher {
     /// Earliest moment a waiting request may expire (None: none can).
     next_expiry: Option<Instant>,
     logged_peers: HashSet<Identity>,
+    /// False while the broker is passive (or waiting for its peer's news): requests are not
+    /// handed to workers and replies are not forwarded.
+    dispatching: bool,
     /// What `hearth.status` reports beyond the services.
     pub info: BrokerInfo,
 }
@@ -123,7 +126,42 @@ impl Dispatcher {
             known_services: HashSet::new(),
             next_expiry: None,
             logged_peers: HashSet::new(),
+            dispatching: true,
             info,
+        }
+    }
+
+    /// Starts or stops handing requests to workers. A passive broker keeps its worker table
+    /// (READY and heartbeats as usual) but dispatches nothing; the moment it becomes active,
+    /// its waiting requests go out.
+    pub fn set_dispatching(&mut self, on: bool, out: &mut Vec<Action>) {
+        if on == self.dispatching {
+            return;
+        }
+        self.dispatching = on;
+        if on {
+            let names: Vec<String> = self.services.keys().cloned().collect();
+            for name in names {
+                self.dispatch(&name, out);
+            }
+        }
+    }
+
+    /// The broker stopped being active: forgets every waiting request (their clients retry
+    /// on the active broker), and replies still to come from workers are not forwarded.
+    pub fn deactivate(&mut self, out: &mut Vec<Action>) {
+        self.set_dispatching(false, out);
+        let mut dropped = 0;
+        for service in self.services.values_mut() {
+            dropped += service.requests.len();
+            service.requests.clear();
+            service.metrics.queue_depth.set(0);
+        }
+        if dropped > 0 {
+            self.metrics
+                .dropped
+                .with_label_values(&["not_active"])
+                .inc_by(dropped as u64);
         }
     }
 
@@ -374,6 +412,16 @@ impl Dispatcher {
         let Some(service) = self.services.get_mut(&name) else {
             return;
         };
+        if !self.dispatching {
+            // Work done while we were active, finished after we stopped being so: the
+            // client has moved on to the active broker; answering now could only mislead.
+            service.idle.push_back(from);
+            self.metrics
+                .dropped
+                .with_label_values(&["not_active"])
+                .inc();
+            return;
+        }
         if let Some(request) = request {
             service.metrics.replies.inc();
             service.metrics.duration.observe(
@@ -394,6 +442,9 @@ impl Dispatcher {
 
     /// Hands waiting requests of `name` to its idle workers.
     fn dispatch(&mut self, name: &str, out: &mut Vec<Action>) {
+        if !self.dispatching {
+            return;
+        }
         let Some(service) = self.services.get_mut(name) else {
             return;
         };
@@ -431,7 +482,14 @@ impl Dispatcher {
         };
         service.remove_worker(identity);
         if let Some(request) = worker.current {
-            service.requeue(request);
+            if self.dispatching {
+                service.requeue(request);
+            } else {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["not_active"])
+                    .inc();
+            }
         }
         if service.workers == 0 {
             if let Some(at) = service.next_expiry(self.config.request_expiry) {

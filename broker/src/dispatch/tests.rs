@@ -26,14 +26,7 @@ impl Harness {
             request_expiry: Duration::from_secs(1),
             ..DispatchConfig::default()
         };
-        let info = BrokerInfo {
-            role: "standalone".into(),
-            state: "active".into(),
-            peer_alive: false,
-            state_seq: 0,
-            frontend: "tcp://test".into(),
-            started: t0,
-        };
+        let info = BrokerInfo::new("standalone", "active", "tcp://test", t0);
         Harness {
             d: Dispatcher::new(config, metrics, info, t0),
             t0,
@@ -436,4 +429,33 @@ fn queue_is_bounded() {
     }
     assert_eq!(h.d.service_status()[0].queue_depth, 2);
     assert_eq!(h.metric("hearth_dropped_messages_total", "queue_full"), 3.0);
+}
+
+#[test]
+fn passive_dispatcher_keeps_workers_but_dispatches_nothing() {
+    let mut h = Harness::new();
+    let mut out = Vec::new();
+    h.d.set_dispatching(false, &mut out);
+    h.ready(0, "W1", "echo");
+    assert_eq!(h.request(1, "C1", "echo", "a"), vec![]);
+    assert_eq!(h.d.worker_count(), 1);
+    // Becoming active sends the waiting request out at once.
+    h.d.set_dispatching(true, &mut out);
+    assert_eq!(out, vec![request_to("W1", "C1", "a")]);
+}
+
+#[test]
+fn deactivated_dispatcher_forgets_requests_and_forwards_no_reply() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.request(1, "C1", "echo", "a");
+    h.request(2, "C2", "echo", "b");
+    let mut out = Vec::new();
+    h.d.deactivate(&mut out);
+    assert_eq!(out, vec![]);
+    assert_eq!(h.d.service_status()[0].queue_depth, 0);
+    // The worker's late reply is not forwarded, and the worker is idle again.
+    assert_eq!(h.reply(3, "W1", "C1", "a"), vec![]);
+    assert_eq!(h.d.service_status()[0].idle_workers, 1);
+    assert_eq!(h.metric("hearth_dropped_messages_total", "not_active"), 2.0);
 }

@@ -1,0 +1,116 @@
+//! A primary and a backup in one process, on free ports: roles settle, only the active
+//! serves, the passive takes over when the active goes away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hearth_broker::{BrokerConfig, BrokerHandle, Role};
+
+const T: Duration = Duration::from_secs(10);
+
+fn pair_config(role: Role, own_peer: u16, other_peer: u16) -> impl FnOnce(&mut BrokerConfig) {
+    move |c| {
+        c.role = role;
+        c.peer_bind = Some(format!("tcp://127.0.0.1:{own_peer}"));
+        c.peer_connect = Some(format!("tcp://127.0.0.1:{other_peer}"));
+        c.peer_heartbeat = Duration::from_millis(100);
+    }
+}
+
+fn wait_state(broker: &BrokerHandle, state: &str) {
+    wait_for(&format!("state {state}"), T, || {
+        let status = broker.status();
+        if status.state == state { Ok(()) } else { Err(status.state) }
+    });
+}
+
+/// Sends one request on a fresh REQ socket; the reply body, or None within `timeout`.
+fn call(ctx: &zmq::Context, endpoint: &str, body: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let client = raw(ctx, zmq::REQ, endpoint);
+    send(&client, &[b"MDPC01", b"echo", body]);
+    recv(&client, timeout).map(|mut f| f.remove(2))
+}
+
+/// A raw echo worker registered with `endpoint`, answering on its own thread until `stop`.
+fn echo_worker(endpoint: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let ctx = zmq::Context::new();
+        let w = raw(&ctx, zmq::DEALER, &endpoint);
+        send(&w, &[b"", b"MDPW01", b"\x01", b"echo"]);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(f) = recv(&w, Duration::from_millis(50)) {
+                if is_command(&f, 0x02) {
+                    send(&w, &[b"", b"MDPW01", b"\x03", &f[3], b"", &f[5]]);
+                } else if is_command(&f, 0x04) {
+                    send(&w, &[b"", b"MDPW01", b"\x04"]);
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn pair_settles_serves_from_the_active_and_fails_over() {
+    let (pp, bp) = (free_port(), free_port());
+    let primary = start_broker(pair_config(Role::Primary, pp, bp));
+    let backup = start_broker(pair_config(Role::Backup, bp, pp));
+    wait_state(&primary, "active");
+    wait_state(&backup, "passive");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = [
+        echo_worker(primary.frontend().to_owned(), stop.clone()),
+        echo_worker(backup.frontend().to_owned(), stop.clone()),
+    ];
+    for b in [&primary, &backup] {
+        wait_for("worker registered", T, || {
+            let s = b.status();
+            if s.services.first().is_some_and(|s| s.workers == 1) { Ok(()) } else { Err(s.services) }
+        });
+    }
+    let ctx = zmq::Context::new();
+    assert_eq!(call(&ctx, primary.frontend(), b"one", T).as_deref(), Some(&b"one"[..]));
+    // The passive holds the request until the peer's next heartbeat proves it alive, then
+    // drops it: no answer.
+    assert_eq!(call(&ctx, backup.frontend(), b"two", Duration::from_millis(600)), None);
+    let status = backup.status();
+    assert!(status.peer_alive);
+    assert_eq!(status.peer.as_ref().map(|p| p.state.as_str()), Some("active"));
+
+    let backup_frontend = backup.frontend().to_owned();
+    primary.shutdown().unwrap();
+    // The next request to the backup makes it take over and is answered.
+    let reply = call(&ctx, &backup_frontend, b"three", T);
+    assert_eq!(reply.as_deref(), Some(&b"three"[..]));
+    wait_state(&backup, "active");
+    assert_eq!(backup.status().failovers, 1);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+#[test]
+fn lone_backup_never_serves_and_lone_primary_serves_after_expiry() {
+    let (pp, bp) = (free_port(), free_port());
+    let backup = start_broker(pair_config(Role::Backup, bp, pp));
+    let ctx = zmq::Context::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = echo_worker(backup.frontend().to_owned(), stop.clone());
+    assert_eq!(call(&ctx, backup.frontend(), b"x", Duration::from_millis(800)), None);
+    assert_eq!(backup.status().state, "backup");
+    drop(backup);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    worker.join().unwrap();
+
+    let primary = start_broker(pair_config(Role::Primary, pp, bp));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = echo_worker(primary.frontend().to_owned(), stop.clone());
+    // Held until the (absent) peer expires, two peer heartbeats, then served.
+    assert_eq!(call(&ctx, primary.frontend(), b"y", T).as_deref(), Some(&b"y"[..]));
+    assert_eq!(primary.status().state, "active");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    worker.join().unwrap();
+}
