@@ -283,6 +283,14 @@ impl<T> Pair<T> {
         if !self.held.is_empty() {
             at = at.min(self.peer_expiry());
         }
+        // The moment an active stops being sure of its peer, so the reactor pauses the
+        // dispatcher then rather than at the next heartbeat.
+        if let Some(sent) = self.acked_at.filter(|_| self.node.state == State::Active) {
+            let unsure_at = sent + self.heartbeat * 2 - safety_margin(self.heartbeat);
+            if unsure_at > self.last_reading {
+                at = at.min(unsure_at);
+            }
+        }
         at
     }
 

@@ -1,5 +1,5 @@
 //! The reactor's Binary Star side: the peer link's sockets and the pair driver, and what
-//! their news means for the dispatcher (start or stop dispatching, hold or drop replies).
+//! their news means for the dispatcher (its [`Mode`]: active, paused or passive).
 
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use hearth_proto::ClientMessage;
 use tracing::{error, info, warn};
 
 use crate::bstar::{PairRole, State, Verdict};
-use crate::dispatch::{Action, Dispatcher, Identity};
+use crate::dispatch::{Action, Dispatcher, Identity, Mode};
 use crate::metrics::Metrics;
 use crate::pair::{Gate, Pair};
 use crate::peer_link::{LinkEvent, PeerLink};
@@ -27,8 +27,6 @@ pub struct PairSide {
     pub(crate) role: PairRole,
     pub(crate) epoch: u64,
     pub(crate) frontend: String,
-    /// Replies held while the active waits for its peer's acknowledgement.
-    pub(crate) held_replies: Vec<Action>,
     last_state: State,
     last_failovers: u64,
     last_step_downs: u64,
@@ -51,7 +49,6 @@ impl PairSide {
             role,
             epoch,
             frontend,
-            held_replies: Vec::new(),
             last_state,
             last_failovers: 0,
             last_step_downs: 0,
@@ -59,11 +56,19 @@ impl PairSide {
         }
     }
 
-    /// Feeds a clock reading to the stall detector.
-    pub fn observe(&mut self, now: Instant, metrics: &Metrics) {
+    /// Feeds a clock reading to the stall detector; after a stall the dispatcher pauses
+    /// before anything else is handled.
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        dispatcher: &mut Dispatcher,
+        metrics: &Metrics,
+        out: &mut Vec<Action>,
+    ) {
         if self.pair.observe(now) {
             warn!("this broker was not running for a while (stopped or starved): serving nothing until the peer's news arrives");
             metrics.stalls.inc();
+            self.settle(now, dispatcher, metrics, out);
         }
     }
 
@@ -180,23 +185,13 @@ impl PairSide {
         self.pair.serving(now)
     }
 
-    /// A reply that may not go out now: held while we are active (waiting for the peer's
-    /// acknowledgement), dropped otherwise.
-    pub fn hold_reply(&mut self, action: Action, metrics: &Metrics) {
-        if self.pair.state() == State::Active {
-            self.held_replies.push(action);
-        } else {
-            metrics.dropped.with_label_values(&["not_active"]).inc();
-        }
-    }
-
     /// The next moment the pair driver has work to do.
     pub fn next_deadline(&self) -> Instant {
         self.pair.next_deadline()
     }
 
     /// Carries out what the pair driver decided: state changes, released and dropped
-    /// requests, dispatching on or off, held replies out or away.
+    /// requests, and the dispatcher's mode.
     fn settle(
         &mut self,
         now: Instant,
@@ -214,15 +209,6 @@ impl PairSide {
             );
             metrics.set_bstar_state(state.as_str());
             dispatcher.info.state = state.as_str().into();
-            if state != State::Active {
-                dispatcher.deactivate(out);
-                let dropped = self.held_replies.len() as u64;
-                self.held_replies.clear();
-                metrics
-                    .dropped
-                    .with_label_values(&["not_active"])
-                    .inc_by(dropped);
-            }
             self.last_state = state;
         }
         if self.pair.failovers != self.last_failovers {
@@ -237,11 +223,12 @@ impl PairSide {
                 .inc_by(self.pair.step_downs - self.last_step_downs);
             self.last_step_downs = self.pair.step_downs;
         }
-        let serving = self.pair.serving(now);
-        dispatcher.set_dispatching(serving, out);
-        if serving && !self.held_replies.is_empty() {
-            out.append(&mut self.held_replies);
-        }
+        let mode = match (state, self.pair.serving(now)) {
+            (State::Active, true) => Mode::Active,
+            (State::Active, false) => Mode::Paused,
+            _ => Mode::Passive,
+        };
+        dispatcher.set_mode(mode, now, out);
         for r in self.pair.take_released() {
             dispatcher.handle(now, r.client, hearth_proto::Inbound::Client(r.msg), out);
         }

@@ -74,7 +74,7 @@ impl Reactor {
             }
             let now = Instant::now();
             if let Some(pair) = &mut self.pair {
-                pair.observe(now, &self.metrics);
+                pair.observe(now, &mut self.dispatcher, &self.metrics, &mut out);
                 if peer_ready {
                     pair.drain_link(now, &mut self.dispatcher, &self.metrics, &mut out);
                     dirty = true;
@@ -149,7 +149,7 @@ impl Reactor {
             match Inbound::decode(frames, &self.limits) {
                 Ok(Inbound::Client(msg)) if msg.service != STATUS_SERVICE => match &mut self.pair {
                     Some(pair) => {
-                        pair.observe(now, &self.metrics);
+                        pair.observe(now, &mut self.dispatcher, &self.metrics, out);
                         pair.client_request(
                             now,
                             identity,
@@ -183,8 +183,10 @@ impl Reactor {
                 let result = match &action {
                     Action::ToWorker { worker, msg } => send(&self.frontend, worker, &msg.frames()),
                     Action::ToClient { msg, .. } if !serving && !is_status(msg) => {
-                        if let Some(pair) = &mut self.pair {
-                            pair.hold_reply(action, &self.metrics);
+                        // Time alone made us unsure of the peer since the dispatcher was
+                        // last told: keep the reply until the peer's news decides.
+                        if let Action::ToClient { client, msg } = action {
+                            self.dispatcher.hold_reply(Instant::now(), client, msg);
                         }
                         continue;
                     }

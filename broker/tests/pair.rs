@@ -22,7 +22,11 @@ fn pair_config(role: Role, own_peer: u16, other_peer: u16) -> impl FnOnce(&mut B
 fn wait_state(broker: &BrokerHandle, state: &str) {
     wait_for(&format!("state {state}"), T, || {
         let status = broker.status();
-        if status.state == state { Ok(()) } else { Err(status.state) }
+        if status.state == state {
+            Ok(())
+        } else {
+            Err(status.state)
+        }
     });
 }
 
@@ -34,7 +38,10 @@ fn call(ctx: &zmq::Context, endpoint: &str, body: &[u8], timeout: Duration) -> O
 }
 
 /// A raw echo worker registered with `endpoint`, answering on its own thread until `stop`.
-fn echo_worker(endpoint: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<()> {
+fn echo_worker(
+    endpoint: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let ctx = zmq::Context::new();
         let w = raw(&ctx, zmq::DEALER, &endpoint);
@@ -66,17 +73,30 @@ fn pair_settles_serves_from_the_active_and_fails_over() {
     for b in [&primary, &backup] {
         wait_for("worker registered", T, || {
             let s = b.status();
-            if s.services.first().is_some_and(|s| s.workers == 1) { Ok(()) } else { Err(s.services) }
+            if s.services.first().is_some_and(|s| s.workers == 1) {
+                Ok(())
+            } else {
+                Err(s.services)
+            }
         });
     }
     let ctx = zmq::Context::new();
-    assert_eq!(call(&ctx, primary.frontend(), b"one", T).as_deref(), Some(&b"one"[..]));
+    assert_eq!(
+        call(&ctx, primary.frontend(), b"one", T).as_deref(),
+        Some(&b"one"[..])
+    );
     // The passive holds the request until the peer's next heartbeat proves it alive, then
     // drops it: no answer.
-    assert_eq!(call(&ctx, backup.frontend(), b"two", Duration::from_millis(600)), None);
+    assert_eq!(
+        call(&ctx, backup.frontend(), b"two", Duration::from_millis(600)),
+        None
+    );
     let status = backup.status();
     assert!(status.peer_alive);
-    assert_eq!(status.peer.as_ref().map(|p| p.state.as_str()), Some("active"));
+    assert_eq!(
+        status.peer.as_ref().map(|p| p.state.as_str()),
+        Some("active")
+    );
 
     let backup_frontend = backup.frontend().to_owned();
     primary.shutdown().unwrap();
@@ -99,7 +119,10 @@ fn lone_backup_never_serves_and_lone_primary_serves_after_expiry() {
     let ctx = zmq::Context::new();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = echo_worker(backup.frontend().to_owned(), stop.clone());
-    assert_eq!(call(&ctx, backup.frontend(), b"x", Duration::from_millis(800)), None);
+    assert_eq!(
+        call(&ctx, backup.frontend(), b"x", Duration::from_millis(800)),
+        None
+    );
     assert_eq!(backup.status().state, "backup");
     drop(backup);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -109,7 +132,10 @@ fn lone_backup_never_serves_and_lone_primary_serves_after_expiry() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = echo_worker(primary.frontend().to_owned(), stop.clone());
     // Held until the (absent) peer expires, two peer heartbeats, then served.
-    assert_eq!(call(&ctx, primary.frontend(), b"y", T).as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        call(&ctx, primary.frontend(), b"y", T).as_deref(),
+        Some(&b"y"[..])
+    );
     assert_eq!(primary.status().state, "active");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     worker.join().unwrap();

@@ -80,6 +80,25 @@ impl Default for DispatchConfig {
     }
 }
 
+/// What the dispatcher may do, set by the Binary Star side of the reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Dispatch requests, forward replies (standalone, or the pair's active).
+    Active,
+    /// Active, but waiting for the peer's news: dispatch nothing new, hold replies.
+    Paused,
+    /// The pair's passive: keep the worker table, dispatch nothing, forward no reply.
+    Passive,
+}
+
+/// A reply that cannot go out yet.
+struct HeldReply {
+    client: Identity,
+    service: String,
+    body: Vec<Frame>,
+    received: Instant,
+}
+
 /// A registered worker.
 struct Worker {
     service: String,
@@ -107,9 +126,10 @@ pub struct Dispatcher {
     /// Earliest moment a waiting request may expire (None: none can).
     next_expiry: Option<Instant>,
     logged_peers: HashSet<Identity>,
-    /// False while the broker is passive (or waiting for its peer's news): requests are not
-    /// handed to workers and replies are not forwarded.
-    dispatching: bool,
+    /// Whether requests go to workers and replies to clients (see [`Mode`]).
+    mode: Mode,
+    /// Replies held while paused.
+    held_replies: Vec<HeldReply>,
     /// What `hearth.status` reports beyond the services.
     pub info: BrokerInfo,
 }
@@ -126,43 +146,80 @@ impl Dispatcher {
             known_services: HashSet::new(),
             next_expiry: None,
             logged_peers: HashSet::new(),
-            dispatching: true,
+            mode: Mode::Active,
+            held_replies: Vec::new(),
             info,
         }
     }
 
-    /// Starts or stops handing requests to workers. A passive broker keeps its worker table
-    /// (READY and heartbeats as usual) but dispatches nothing; the moment it becomes active,
-    /// its waiting requests go out.
-    pub fn set_dispatching(&mut self, on: bool, out: &mut Vec<Action>) {
-        if on == self.dispatching {
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Switches mode. Becoming active sends held replies and waiting requests out at once;
+    /// becoming passive forgets waiting requests and held replies (their clients retry on
+    /// the active broker). Workers stay registered in every mode.
+    pub fn set_mode(&mut self, mode: Mode, now: Instant, out: &mut Vec<Action>) {
+        if mode == self.mode {
             return;
         }
-        self.dispatching = on;
-        if on {
-            let names: Vec<String> = self.services.keys().cloned().collect();
-            for name in names {
-                self.dispatch(&name, out);
+        self.mode = mode;
+        match mode {
+            Mode::Active => {
+                for held in std::mem::take(&mut self.held_replies) {
+                    self.send_reply(now, held, out);
+                }
+                let names: Vec<String> = self.services.keys().cloned().collect();
+                for name in names {
+                    self.dispatch(&name, out);
+                }
+            }
+            Mode::Paused => {}
+            Mode::Passive => {
+                let mut dropped = self.held_replies.len();
+                self.held_replies.clear();
+                for service in self.services.values_mut() {
+                    dropped += service.requests.len();
+                    service.requests.clear();
+                    service.metrics.queue_depth.set(0);
+                }
+                self.metrics
+                    .dropped
+                    .with_label_values(&["not_active"])
+                    .inc_by(dropped as u64);
             }
         }
     }
 
-    /// The broker stopped being active: forgets every waiting request (their clients retry
-    /// on the active broker), and replies still to come from workers are not forwarded.
-    pub fn deactivate(&mut self, out: &mut Vec<Action>) {
-        self.set_dispatching(false, out);
-        let mut dropped = 0;
-        for service in self.services.values_mut() {
-            dropped += service.requests.len();
-            service.requests.clear();
-            service.metrics.queue_depth.set(0);
+    /// Keeps a reply that may not go out yet (the reactor found the broker not serving).
+    pub fn hold_reply(&mut self, now: Instant, client: Identity, msg: ClientMessage) {
+        self.held_replies.push(HeldReply {
+            client,
+            service: msg.service,
+            body: msg.body,
+            received: now,
+        });
+        if self.mode == Mode::Active {
+            self.mode = Mode::Paused;
         }
-        if dropped > 0 {
-            self.metrics
-                .dropped
-                .with_label_values(&["not_active"])
-                .inc_by(dropped as u64);
+    }
+
+    fn send_reply(&mut self, now: Instant, held: HeldReply, out: &mut Vec<Action>) {
+        if let Some(service) = self.services.get(&held.service) {
+            service.metrics.replies.inc();
+            service
+                .metrics
+                .duration
+                .observe(now.saturating_duration_since(held.received).as_secs_f64());
         }
+        out.push(Action::ToClient {
+            client: held.client,
+            msg: ClientMessage {
+                service: held.service,
+                body: held.body,
+            },
+        });
     }
 
     /// Handles one decoded message from the frontend peer `from`.
@@ -412,37 +469,31 @@ impl Dispatcher {
         let Some(service) = self.services.get_mut(&name) else {
             return;
         };
-        if !self.dispatching {
-            // Work done while we were active, finished after we stopped being so: the
-            // client has moved on to the active broker; answering now could only mislead.
-            service.idle.push_back(from);
-            self.metrics
+        service.idle.push_back(from);
+        let received = request.map_or(now, |r| r.received);
+        let held = HeldReply {
+            client,
+            service: name.clone(),
+            body,
+            received,
+        };
+        match self.mode {
+            Mode::Active => self.send_reply(now, held, out),
+            Mode::Paused => self.held_replies.push(held),
+            // Work finished after we stopped being active: the client has moved on to the
+            // active broker; answering now could only mislead it.
+            Mode::Passive => self
+                .metrics
                 .dropped
                 .with_label_values(&["not_active"])
-                .inc();
-            return;
+                .inc(),
         }
-        if let Some(request) = request {
-            service.metrics.replies.inc();
-            service.metrics.duration.observe(
-                now.saturating_duration_since(request.received)
-                    .as_secs_f64(),
-            );
-        }
-        service.idle.push_back(from);
-        out.push(Action::ToClient {
-            client,
-            msg: ClientMessage {
-                service: name.clone(),
-                body,
-            },
-        });
         self.dispatch(&name, out);
     }
 
     /// Hands waiting requests of `name` to its idle workers.
     fn dispatch(&mut self, name: &str, out: &mut Vec<Action>) {
-        if !self.dispatching {
+        if self.mode != Mode::Active {
             return;
         }
         let Some(service) = self.services.get_mut(name) else {
@@ -482,7 +533,7 @@ impl Dispatcher {
         };
         service.remove_worker(identity);
         if let Some(request) = worker.current {
-            if self.dispatching {
+            if self.mode != Mode::Passive {
                 service.requeue(request);
             } else {
                 self.metrics

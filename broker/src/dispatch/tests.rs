@@ -435,12 +435,12 @@ fn queue_is_bounded() {
 fn passive_dispatcher_keeps_workers_but_dispatches_nothing() {
     let mut h = Harness::new();
     let mut out = Vec::new();
-    h.d.set_dispatching(false, &mut out);
+    h.d.set_mode(Mode::Passive, h.at(0), &mut out);
     h.ready(0, "W1", "echo");
     assert_eq!(h.request(1, "C1", "echo", "a"), vec![]);
     assert_eq!(h.d.worker_count(), 1);
     // Becoming active sends the waiting request out at once.
-    h.d.set_dispatching(true, &mut out);
+    h.d.set_mode(Mode::Active, h.at(2), &mut out);
     assert_eq!(out, vec![request_to("W1", "C1", "a")]);
 }
 
@@ -451,11 +451,44 @@ fn deactivated_dispatcher_forgets_requests_and_forwards_no_reply() {
     h.request(1, "C1", "echo", "a");
     h.request(2, "C2", "echo", "b");
     let mut out = Vec::new();
-    h.d.deactivate(&mut out);
+    h.d.set_mode(Mode::Passive, h.at(3), &mut out);
     assert_eq!(out, vec![]);
     assert_eq!(h.d.service_status()[0].queue_depth, 0);
     // The worker's late reply is not forwarded, and the worker is idle again.
     assert_eq!(h.reply(3, "W1", "C1", "a"), vec![]);
     assert_eq!(h.d.service_status()[0].idle_workers, 1);
     assert_eq!(h.metric("hearth_dropped_messages_total", "not_active"), 2.0);
+}
+
+#[test]
+fn paused_dispatcher_holds_replies_and_sends_them_when_active_again() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.request(1, "C1", "echo", "a");
+    h.request(2, "C2", "echo", "b");
+    let mut out = Vec::new();
+    h.d.set_mode(Mode::Paused, h.at(3), &mut out);
+    // The reply is held and nothing new is dispatched.
+    assert_eq!(h.reply(4, "W1", "C1", "a"), vec![]);
+    assert_eq!(h.metric("hearth_replies_total", "echo"), 0.0);
+    h.d.set_mode(Mode::Active, h.at(5), &mut out);
+    assert_eq!(
+        out,
+        vec![reply_to("C1", "echo", "a"), request_to("W1", "C2", "b")]
+    );
+    assert_eq!(h.metric("hearth_replies_total", "echo"), 1.0);
+}
+
+#[test]
+fn paused_then_passive_drops_held_replies() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.request(1, "C1", "echo", "a");
+    let mut out = Vec::new();
+    h.d.set_mode(Mode::Paused, h.at(2), &mut out);
+    h.reply(3, "W1", "C1", "a");
+    h.d.set_mode(Mode::Passive, h.at(4), &mut out);
+    h.d.set_mode(Mode::Active, h.at(5), &mut out);
+    assert_eq!(out, vec![]);
+    assert_eq!(h.metric("hearth_replies_total", "echo"), 0.0);
 }
