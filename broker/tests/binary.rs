@@ -112,3 +112,12 @@ fn config_file_is_read() {
     assert_eq!(recv(&client, T).expect("answer")[2], b"404");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/config");
+    for name in ["primary.toml", "backup.toml"] {
+        let config = hearth_broker::BrokerConfig::from_file(&dir.join(name)).expect(name);
+        config.validate().expect(name);
+    }
+}
