@@ -1,1 +1,94 @@
-//! chaos
+//! A harness for chaos tests: run the built hearth binaries as real processes, kill and freeze
+//! them, and count every request.
+//!
+//! * [`bins`]: where the built `hearth-broker` and `hearth-worker` live;
+//! * [`process`]: [`Proc`], one child process that is killed and reaped when dropped, and
+//!   [`LogDir`], where the children's output goes (and is shown when a test fails);
+//! * [`cluster`]: a broker and its workers on free loopback ports, asked over ZeroMQ whether
+//!   they are ready;
+//! * [`load`]: client threads on raw MDP/0.1 DEALER sockets that send unique bodies, check
+//!   every reply byte for byte and count sent, answered, lost, duplicated and mismatched;
+//! * [`chaos`]: the seeded random scenario that kills, freezes and replaces workers, and
+//!   the summary line every test prints.
+//!
+//! Nothing here depends on the client or worker crates: the tests speak the wire protocol
+//! through `hearth-proto` and run the binaries, as an operator would.
+
+pub mod bins;
+pub mod chaos;
+pub mod cluster;
+pub mod load;
+pub mod process;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use bins::bin_path;
+pub use chaos::{Summary, WorkerChaos};
+pub use cluster::{BrokerOptions, Cluster, WorkerKind};
+pub use load::{ClientPlan, Load, LoadPlan, Tally};
+pub use process::{LogDir, Proc};
+
+/// Env variable that fixes the seed of a run, to replay a failure.
+pub const SEED_ENV: &str = "HEARTH_CHAOS_SEED";
+/// Env variable that sets how long the chaos phase of a test runs, in seconds.
+pub const SECS_ENV: &str = "HEARTH_CHAOS_SECS";
+
+/// The seed of this run: `HEARTH_CHAOS_SEED` if set, else derived from the clock. Always
+/// printed, so that any run can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = match std::env::var(SEED_ENV) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{SEED_ENV}={text:?} is not an unsigned integer")),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
+            .unwrap_or(0x5eed),
+    };
+    eprintln!("{test}: seed={seed} (replay with {SEED_ENV}={seed})");
+    seed
+}
+
+/// How long the chaos phase runs: `HEARTH_CHAOS_SECS` if set, else `default`.
+pub fn chaos_duration(default: Duration) -> Duration {
+    match std::env::var(SECS_ENV) {
+        Ok(text) => Duration::from_secs_f64(
+            text.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .unwrap_or_else(|| panic!("{SECS_ENV}={text:?} is not a positive number")),
+        ),
+        Err(_) => default,
+    }
+}
+
+/// How often [`wait_for`] looks again.
+pub const POLL: Duration = Duration::from_millis(15);
+
+/// Polls `check` until it returns `Ok`, or fails after `timeout` with the last value seen.
+pub fn wait_for<T, L: std::fmt::Debug>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, L>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return Ok(v),
+            Err(last) if Instant::now() >= deadline => {
+                anyhow::bail!("timed out after {timeout:?} waiting for {what}; last seen: {last:?}")
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
