@@ -1,0 +1,119 @@
+//! `hearth bench`: a closed-loop load generator against a broker, and with `--baseline` a
+//! one-run comparison of hearth against a bare libzmq relay (the ceiling).
+
+mod baseline;
+mod load;
+mod payload;
+mod stats;
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{Connection, Outcome, UsageError};
+use load::{LoadSpec, Wire};
+use stats::LoadReport;
+
+/// Largest body: the broker's default frame limit.
+const MAX_SIZE: usize = 1024 * 1024;
+
+/// Flags of `hearth bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Service to call
+    #[arg(long, default_value = "echo")]
+    service: String,
+    /// Client threads, one DEALER socket each
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    clients: u64,
+    /// Requests each client keeps outstanding
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    inflight: u64,
+    /// Body size in bytes (at least 8: the request id)
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Measured duration
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured warmup before the measured duration
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Print exactly one JSON line instead of the table
+    #[arg(long)]
+    json: bool,
+    /// Compare with a bare libzmq relay in one run (starts hearth-broker and hearth-worker)
+    #[arg(long)]
+    baseline: bool,
+    /// Echo workers (and REP echo threads for the relay) in --baseline
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    workers: u64,
+}
+
+impl BenchArgs {
+    /// The load these flags describe, against `endpoint`.
+    fn spec(&self, endpoint: &str, wire: Wire) -> LoadSpec {
+        LoadSpec {
+            endpoint: endpoint.to_owned(),
+            wire,
+            clients: self.clients as usize,
+            inflight: self.inflight as usize,
+            size: self.size,
+            warmup: self.warmup,
+            duration: self.duration,
+        }
+    }
+
+    fn validate(&self) -> Result<(), UsageError> {
+        if self.size < payload::ID_LEN {
+            return Err(UsageError(format!(
+                "--size must be at least {} (the request id)",
+                payload::ID_LEN
+            )));
+        }
+        if self.size > MAX_SIZE {
+            return Err(UsageError(format!("--size must be at most {MAX_SIZE}")));
+        }
+        if self.duration.is_zero() {
+            return Err(UsageError("--duration must be above zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the benchmark; exit 1 if any request was lost or any reply mismatched.
+pub fn run(connection: &Connection, args: BenchArgs) -> anyhow::Result<Outcome> {
+    args.validate()?;
+    if args.baseline {
+        return baseline::run(&args);
+    }
+    let endpoint = &connection.brokers[0];
+    let spec = args.spec(
+        endpoint,
+        Wire::Mdp {
+            service: args.service.clone(),
+        },
+    );
+    let report = load::run(&spec, "bench", &mut |_| {})?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(outcome(report.clean()))
+}
+
+fn print_report(report: &LoadReport) {
+    println!("requests    {}", report.requests);
+    println!("throughput  {:.1} req/s", report.throughput);
+    println!("latency     {}", report.latency_line());
+    println!("lost        {}", report.lost);
+    println!("mismatched  {}", report.mismatched);
+}
+
+fn outcome(clean: bool) -> Outcome {
+    if clean {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    }
+}
