@@ -89,6 +89,8 @@ impl Reactor {
                 pair.refresh_info(now, &mut self.dispatcher, &self.metrics);
             }
             self.dispatcher.tick(now, &mut out);
+            // Ticks expire workers and requests, which the status board must show too.
+            dirty |= !out.is_empty();
             self.send_all(&mut out, &mut retry);
             if dirty && now >= last_publish + STATUS_REFRESH {
                 self.publish_status(now);

@@ -22,7 +22,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use hearth_proto::mmi;
@@ -66,6 +66,15 @@ pub struct DispatchConfig {
     pub max_queue: usize,
     /// Most services the broker keeps track of; requests for more are dropped and counted.
     pub max_services: usize,
+    /// Most requests one worker holds at once. 1 is RFC 7's classic one-at-a-time; more
+    /// lets a worker of a quick service find its next request waiting when it replies,
+    /// instead of idling for a round trip through the broker (a worker runs them in order;
+    /// any RFC 7 worker does, since it reads its socket one message at a time).
+    pub prefetch: usize,
+    /// How long a request may wait at a worker behind the ones given to it ahead: a
+    /// service's depth is this budget over its smoothed request time (see
+    /// `Service::prefetch_depth`), so slow services get one request per worker.
+    pub prefetch_budget: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -76,6 +85,8 @@ impl Default for DispatchConfig {
             request_expiry: Duration::from_secs(30),
             max_queue: 100_000,
             max_services: 10_000,
+            prefetch: 32,
+            prefetch_budget: Duration::from_millis(2),
         }
     }
 }
@@ -104,8 +115,10 @@ struct Worker {
     service: String,
     /// When the worker is dropped unless heard from.
     expiry: Instant,
-    /// The request it is working on.
-    current: Option<PendingRequest>,
+    /// The requests it holds, in the order it was given them (it runs them in that order).
+    in_flight: VecDeque<PendingRequest>,
+    /// When it last replied: the moment it started on its next request, if one was waiting.
+    last_reply: Option<Instant>,
 }
 
 /// Services kept before unused, never-served ones are forgotten with their series.
@@ -126,6 +139,8 @@ pub struct Dispatcher {
     /// Earliest moment a waiting request may expire (None: none can).
     next_expiry: Option<Instant>,
     logged_peers: HashSet<Identity>,
+    /// The time of the event being handled.
+    clock: Instant,
     /// Whether requests go to workers and replies to clients (see [`Mode`]).
     mode: Mode,
     /// Replies held while paused.
@@ -146,6 +161,7 @@ impl Dispatcher {
             known_services: HashSet::new(),
             next_expiry: None,
             logged_peers: HashSet::new(),
+            clock: now,
             mode: Mode::Active,
             held_replies: Vec::new(),
             info,
@@ -164,6 +180,7 @@ impl Dispatcher {
         if mode == self.mode {
             return;
         }
+        self.clock = now;
         self.mode = mode;
         match mode {
             Mode::Active => {
@@ -224,6 +241,7 @@ impl Dispatcher {
 
     /// Handles one decoded message from the frontend peer `from`.
     pub fn handle(&mut self, now: Instant, from: Identity, msg: Inbound, out: &mut Vec<Action>) {
+        self.clock = now;
         match msg {
             Inbound::Client(request) => self.client_request(now, from, request, out),
             Inbound::Worker(msg) => self.worker_message(now, from, msg, out),
@@ -265,6 +283,7 @@ impl Dispatcher {
 
     /// Sends due heartbeats, drops silent workers and expires old requests.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.clock = now;
         if now >= self.next_heartbeat {
             self.purge_workers(now, out);
             for worker in self.workers.keys() {
@@ -298,6 +317,7 @@ impl Dispatcher {
         }
         for (name, service) in self.services.iter_mut() {
             service.idle.clear();
+            service.room.clear();
             service.workers = 0;
             self.metrics.service(name).workers.set(0);
         }
@@ -374,6 +394,7 @@ impl Dispatcher {
             client,
             body,
             received: now,
+            dispatched: now,
         });
         self.dispatch(&name, out);
     }
@@ -439,7 +460,8 @@ impl Dispatcher {
             Worker {
                 service: name.clone(),
                 expiry,
-                current: None,
+                in_flight: VecDeque::new(),
+                last_reply: None,
             },
         );
         self.dispatch(&name, out);
@@ -456,20 +478,32 @@ impl Dispatcher {
         let Some(worker) = self.workers.get_mut(&from) else {
             return;
         };
-        let matches = worker.current.as_ref().is_some_and(|r| r.client == client);
-        if !matches {
+        let Some(position) = worker.in_flight.iter().position(|r| r.client == client) else {
             // A REPLY for no request it holds: the worker is confused; drop it and give
             // whatever it held to another worker.
             self.delete_worker(&from, Some("unexpected_reply"), out);
             return;
-        }
+        };
         worker.expiry = now + self.config.heartbeat * self.config.liveness;
-        let request = worker.current.take();
+        let request = worker.in_flight.remove(position);
+        let started = request.as_ref().map_or(now, |r| {
+            worker
+                .last_reply
+                .map_or(r.dispatched, |l| l.max(r.dispatched))
+        });
+        worker.last_reply = Some(now);
+        let remaining = worker.in_flight.len();
         let name = worker.service.clone();
         let Some(service) = self.services.get_mut(&name) else {
             return;
         };
-        service.idle.push_back(from);
+        service.record_service_time(now.saturating_duration_since(started));
+        if remaining == 0 {
+            service.room.retain(|w| *w != from);
+            service.idle.push_back(from);
+        } else if !service.room.contains(&from) {
+            service.room.push_back(from);
+        }
         let received = request.map_or(now, |r| r.received);
         let held = HeldReply {
             client,
@@ -499,18 +533,30 @@ impl Dispatcher {
         let Some(service) = self.services.get_mut(name) else {
             return;
         };
-        while let Some((identity, request)) = service.next_assignment() {
+        let depth = service.prefetch_depth(self.config.prefetch, self.config.prefetch_budget);
+        while let Some(identity) = service.next_worker(depth > 1) {
             let Some(worker) = self.workers.get_mut(&identity) else {
                 continue;
             };
+            // A busy worker queued for room before the depth shrank waits for its replies.
+            if worker.in_flight.len() >= depth {
+                continue;
+            }
+            let Some(mut request) = service.pop_request() else {
+                break;
+            };
+            request.dispatched = self.clock;
             out.push(Action::ToWorker {
-                worker: identity,
+                worker: identity.clone(),
                 msg: WorkerMessage::Request {
                     client: request.client.clone(),
                     body: request.body.clone(),
                 },
             });
-            worker.current = Some(request);
+            worker.in_flight.push_back(request);
+            if worker.in_flight.len() < depth {
+                service.room.push_back(identity);
+            }
         }
     }
 
@@ -532,7 +578,8 @@ impl Dispatcher {
             return;
         };
         service.remove_worker(identity);
-        if let Some(request) = worker.current {
+        // Back to the head of the queue, in the order they came.
+        for request in worker.in_flight.into_iter().rev() {
             if self.mode != Mode::Passive {
                 service.requeue(request);
             } else {

@@ -1,5 +1,6 @@
 //! One service as the dispatcher keeps it: the requests waiting for a worker, in arrival
-//! order, and the idle workers, longest-idle first.
+//! order; the idle workers, longest-idle first; and the busy workers that may take one more
+//! request ahead (see [`Service::prefetch_depth`]).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -18,6 +19,8 @@ pub struct PendingRequest {
     pub body: Vec<Frame>,
     /// When the request arrived (for `hearth_request_duration_seconds`).
     pub received: Instant,
+    /// When it was handed to its worker.
+    pub dispatched: Instant,
 }
 
 /// A named service: its queue, its idle workers and its metrics.
@@ -26,6 +29,10 @@ pub struct Service {
     pub requests: VecDeque<PendingRequest>,
     /// Idle workers, longest-idle at the front.
     pub idle: VecDeque<Identity>,
+    /// Busy workers that may take another request ahead of finishing the current one.
+    pub room: VecDeque<Identity>,
+    /// Smoothed time a worker spends on one request of this service.
+    pub service_time: Option<std::time::Duration>,
     /// Registered workers, idle or busy.
     pub workers: usize,
     /// The service's series in the registry.
@@ -38,6 +45,8 @@ impl Service {
         Service {
             requests: VecDeque::new(),
             idle: VecDeque::new(),
+            room: VecDeque::new(),
+            service_time: None,
             workers: 0,
             metrics,
         }
@@ -56,15 +65,44 @@ impl Service {
         self.metrics.queue_depth.set(self.requests.len() as i64);
     }
 
-    /// The next (longest-idle worker, oldest request) pair, if both exist.
-    pub fn next_assignment(&mut self) -> Option<(Identity, PendingRequest)> {
+    /// The worker for the next request, if a request waits: the longest-idle worker, or,
+    /// when `prefetch` allows it and no worker is idle, a busy worker with room.
+    pub fn next_worker(&mut self, prefetch: bool) -> Option<Identity> {
         if self.requests.is_empty() {
             return None;
         }
-        let worker = self.idle.pop_front()?;
-        let request = self.requests.pop_front()?;
+        match self.idle.pop_front() {
+            Some(w) => Some(w),
+            None if prefetch => self.room.pop_front(),
+            None => None,
+        }
+    }
+
+    /// Takes the oldest waiting request.
+    pub fn pop_request(&mut self) -> Option<PendingRequest> {
+        let request = self.requests.pop_front();
         self.metrics.queue_depth.set(self.requests.len() as i64);
-        Some((worker, request))
+        request
+    }
+
+    /// How many requests one worker of this service may hold: as many as fit in `budget`
+    /// at the service's smoothed request time (so a request waits about `budget` at most
+    /// behind those ahead of it at its worker), between 1 and `max`. Until a request has
+    /// been timed, one.
+    pub fn prefetch_depth(&self, max: usize, budget: std::time::Duration) -> usize {
+        match self.service_time {
+            None => 1,
+            Some(t) if t.is_zero() => max,
+            Some(t) => (budget.as_nanos() / t.as_nanos()).clamp(1, max as u128) as usize,
+        }
+    }
+
+    /// Folds one measured request time into the smoothed service time (weight 1/8).
+    pub fn record_service_time(&mut self, sample: std::time::Duration) {
+        self.service_time = Some(match self.service_time {
+            Some(t) => (t * 7 + sample) / 8,
+            None => sample,
+        });
     }
 
     /// Counts a worker in; it starts idle.
@@ -77,6 +115,7 @@ impl Service {
     /// Counts a worker out.
     pub fn remove_worker(&mut self, worker: &[u8]) {
         self.idle.retain(|w| w != worker);
+        self.room.retain(|w| w != worker);
         self.workers = self.workers.saturating_sub(1);
         self.metrics.workers.set(self.workers as i64);
     }

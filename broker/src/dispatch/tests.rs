@@ -492,3 +492,91 @@ fn paused_then_passive_drops_held_replies() {
     assert_eq!(out, vec![]);
     assert_eq!(h.metric("hearth_replies_total", "echo"), 0.0);
 }
+
+#[test]
+fn quick_service_gets_requests_ahead_slow_one_does_not() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "quick");
+    h.request(0, "C0", "quick", "warm-up");
+    h.reply(1, "W1", "C0", "warm-up"); // 1 ms: two fit in the 2 ms budget
+    let mut out = Vec::new();
+    for i in 1..=6 {
+        out.extend(h.request(3, &format!("C{i}"), "quick", "x"));
+    }
+    // One to run and one ahead.
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(h.d.service_status()[0].queue_depth, 4);
+
+    h.ready(10, "W2", "slow");
+    h.request(10, "D0", "slow", "warm-up");
+    h.reply(60, "W2", "D0", "warm-up"); // 50 ms: slow
+    let mut out = Vec::new();
+    for i in 1..=3 {
+        out.extend(h.request(61, &format!("D{i}"), "slow", "x"));
+    }
+    assert_eq!(out.len(), 1, "one at a time for a slow service: {out:?}");
+}
+
+#[test]
+fn idle_workers_come_before_busy_ones() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "quick");
+    h.ready(0, "W2", "quick");
+    h.request(0, "C0", "quick", "warm-up");
+    h.reply(1, "W1", "C0", "warm-up");
+    // W2 has been idle longest, then W1; only then does W2 get a second request.
+    assert_eq!(
+        h.request(2, "C1", "quick", "a"),
+        vec![request_to("W2", "C1", "a")]
+    );
+    assert_eq!(
+        h.request(2, "C2", "quick", "b"),
+        vec![request_to("W1", "C2", "b")]
+    );
+    assert_eq!(
+        h.request(2, "C3", "quick", "c"),
+        vec![request_to("W2", "C3", "c")]
+    );
+}
+
+#[test]
+fn every_request_a_lost_worker_held_is_dispatched_again_in_order() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "quick");
+    h.request(0, "C0", "quick", "warm-up");
+    h.reply(0, "W1", "C0", "warm-up"); // too quick to measure: the deepest prefetch
+    for (i, body) in ["a", "b", "c"].iter().enumerate() {
+        h.request(2, &format!("C{i}"), "quick", body);
+    }
+    h.worker(3, "W1", WorkerMessage::Disconnect);
+    assert_eq!(h.metric("hearth_requeued_total", "quick"), 3.0);
+    // The service is known to be quick, so the next worker gets all three, in order.
+    let out = h.ready(4, "W2", "quick");
+    assert_eq!(
+        out,
+        vec![
+            request_to("W2", "C0", "a"),
+            request_to("W2", "C1", "b"),
+            request_to("W2", "C2", "c")
+        ]
+    );
+}
+
+#[test]
+fn replies_to_prefetched_requests_are_matched_by_client() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "quick");
+    h.request(0, "C0", "quick", "warm-up");
+    h.reply(1, "W1", "C0", "warm-up");
+    h.request(2, "C1", "quick", "a");
+    h.request(2, "C2", "quick", "b");
+    assert_eq!(
+        h.reply(3, "W1", "C1", "a"),
+        vec![reply_to("C1", "quick", "a")]
+    );
+    assert_eq!(
+        h.reply(4, "W1", "C2", "b"),
+        vec![reply_to("C2", "quick", "b")]
+    );
+    assert_eq!(h.d.service_status()[0].idle_workers, 1);
+}
