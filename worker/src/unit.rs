@@ -4,7 +4,8 @@
 //! nearest heartbeat, expiry or reconnect deadline (the ZeroMQ guide's loop), so an idle
 //! unit costs no CPU. The handler runs on the unit's executor thread ([`Runner`]); while it
 //! runs, the unit keeps heartbeating on every connection and queues any further REQUEST
-//! (FIFO, bounded) instead of running two at once. A stop command on the control PAIR ends
+//! (FIFO, bounded) instead of running two at once. A handler that says it is inline
+//! ([`Handler::is_inline`], such as echo) runs on the unit's own thread instead. A stop command on the control PAIR ends
 //! the loop: DISCONNECT goes to every live broker, then the sockets close.
 
 use std::collections::VecDeque;
@@ -15,12 +16,13 @@ use std::time::{Duration, Instant};
 use hearth_proto::{Frame, Limits, WorkerMessage};
 
 use crate::connection::Connection;
+use crate::handler::run_guarded;
 use crate::runner::Runner;
 use crate::{Handler, WorkerConfig, WorkerError};
 
-/// Requests a busy unit keeps waiting; beyond that a request is dropped and logged (the
-/// broker gives one request at a time per worker, so this only fills with a broker that
-/// does not follow RFC 7).
+/// Requests a busy unit keeps waiting; beyond that a request is dropped and logged (hearth's
+/// broker sends a worker at most 32 requests ahead, and only while it answers in a few
+/// milliseconds, so this only fills with a broker that floods its workers).
 pub(crate) const MAX_QUEUED: usize = 1024;
 
 /// A request waiting for the unit to be free.
@@ -39,6 +41,14 @@ struct InFlight {
     client: Frame,
 }
 
+/// Where the handler runs.
+enum Exec {
+    /// On the unit's thread, between polls.
+    Inline(Arc<dyn Handler>),
+    /// On the unit's executor thread.
+    Thread(Runner),
+}
+
 /// What the unit thread shares with the [`crate::WorkerHandle`].
 pub(crate) struct Shared {
     /// Set by the handle on stop, checked every loop in case the control message is lost.
@@ -54,7 +64,7 @@ pub(crate) struct Unit {
     conns: Vec<Connection>,
     control: zmq::Socket,
     shared: Arc<Shared>,
-    runner: Runner,
+    exec: Exec,
     busy: Option<InFlight>,
     queue: VecDeque<Pending>,
 }
@@ -76,14 +86,18 @@ impl Unit {
             .iter()
             .map(|endpoint| Connection::open(ctx, endpoint, config, now))
             .collect::<Result<Vec<_>, _>>()?;
-        let runner = Runner::start(ctx, handler, format!("{name}-exec"))?;
+        let exec = if handler.is_inline() {
+            Exec::Inline(handler)
+        } else {
+            Exec::Thread(Runner::start(ctx, handler, format!("{name}-exec"))?)
+        };
         Ok(Unit {
             ctx: ctx.clone(),
             limits: config.limits,
             conns,
             control,
             shared,
-            runner,
+            exec,
             busy: None,
             queue: VecDeque::new(),
         })
@@ -139,10 +153,11 @@ impl Unit {
 
     /// Polls control, executor and live connections; returns which are readable.
     fn poll(&self, timeout: i64) -> Result<(bool, bool, Vec<usize>), zmq::Error> {
-        let mut items = vec![
-            self.control.as_poll_item(zmq::POLLIN),
-            self.runner.socket().as_poll_item(zmq::POLLIN),
-        ];
+        let mut items = vec![self.control.as_poll_item(zmq::POLLIN)];
+        if let Exec::Thread(runner) = &self.exec {
+            items.push(runner.socket().as_poll_item(zmq::POLLIN));
+        }
+        let first_conn = items.len();
         let mut owners = Vec::with_capacity(self.conns.len());
         for (index, conn) in self.conns.iter().enumerate() {
             if let Some(socket) = conn.socket() {
@@ -151,13 +166,14 @@ impl Unit {
             }
         }
         zmq::poll(&mut items, timeout)?;
-        let ready = items[2..]
+        let ready = items[first_conn..]
             .iter()
             .zip(owners)
             .filter(|(item, _)| item.is_readable())
             .map(|(_, index)| index)
             .collect();
-        Ok((items[0].is_readable(), items[1].is_readable(), ready))
+        let results = first_conn > 1 && items[1].is_readable();
+        Ok((items[0].is_readable(), results, ready))
     }
 
     /// Handles everything waiting on connection `index`.
@@ -209,7 +225,17 @@ impl Unit {
     }
 
     fn start(&mut self, conn: usize, generation: u64, client: Frame, body: Vec<Frame>) {
-        match self.runner.submit(body) {
+        let runner = match &mut self.exec {
+            Exec::Thread(runner) => runner,
+            Exec::Inline(handler) => {
+                let body = run_guarded(&**handler, body);
+                self.shared.handled.fetch_add(1, Ordering::SeqCst);
+                let reply = WorkerMessage::Reply { client, body };
+                self.conns[conn].send(&reply, Instant::now());
+                return;
+            }
+        };
+        match runner.submit(body) {
             Some(job) => {
                 self.busy = Some(InFlight {
                     job,
@@ -224,7 +250,10 @@ impl Unit {
 
     /// Sends the replies of finished jobs, then starts the next queued request.
     fn finish_jobs(&mut self) {
-        while let Some((job, body)) = self.runner.take_result() {
+        let Exec::Thread(runner) = &self.exec else {
+            return;
+        };
+        while let Some((job, body)) = runner.take_result() {
             let Some(done) = self.busy.take_if(|f| f.job == job) else {
                 tracing::error!(job, "result for a job that is not running; dropped");
                 continue;
@@ -264,7 +293,9 @@ impl Unit {
         for conn in self.conns.drain(..) {
             conn.disconnect(now);
         }
-        self.runner.shutdown(self.busy.is_some());
+        if let Exec::Thread(runner) = self.exec {
+            runner.shutdown(self.busy.is_some());
+        }
     }
 }
 
