@@ -83,7 +83,10 @@ impl PairSide {
         while let Some(event) = self.link.recv_event() {
             match event {
                 LinkEvent::Disconnected => {
-                    info!(peer = %self.link.peer_endpoint, "peer link closed: the peer counts as expired unless it speaks again");
+                    info!(peer = %self.link.peer_endpoint, "peer link closed; reconnecting")
+                }
+                LinkEvent::Gone => {
+                    info!(peer = %self.link.peer_endpoint, "peer link closed and the peer's port refuses connections: the peer counts as expired unless it speaks again");
                     self.pair.peer_disconnected(now);
                 }
                 LinkEvent::Connected => {

@@ -4,9 +4,12 @@
 //! * `outbound`: a PUSH connected to `--peer-connect`, with `ZMQ_IMMEDIATE` so that nothing
 //!   queues while the peer is away (a stale heartbeat delivered late would only mislead).
 //! * `monitor`: the PUSH's socket monitor. When the peer process dies, its kernel closes the
-//!   TCP connection at once and the monitor says DISCONNECTED: the pair driver treats that,
-//!   with no heartbeat after it, as peer expiry. A frozen process, a power cut or a cut cable
-//!   close nothing, so for those heartbeat silence stays the only path.
+//!   TCP connection at once (DISCONNECTED) and its port refuses the reconnect that follows
+//!   (a second CONNECT_RETRIED with no CONNECTED between): only then does the link report
+//!   [`LinkEvent::Gone`], which the pair driver treats, with no heartbeat after it, as peer
+//!   expiry. A connection reset while the peer lives (a middlebox, a NAT timeout) reconnects
+//!   and reports nothing more. A frozen process, a power cut or a cut cable close nothing,
+//!   so for those heartbeat silence stays the only path.
 
 use hearth_proto::peer::{PeerHeartbeat, PeerMessage};
 use hearth_proto::Frame;
@@ -19,8 +22,11 @@ use crate::BrokerError;
 pub enum LinkEvent {
     /// The connection to the peer is up.
     Connected,
-    /// The connection to the peer closed.
+    /// The connection to the peer closed; a reconnect is under way.
     Disconnected,
+    /// The connection closed and the reconnect was refused: no process listens on the
+    /// peer's endpoint any more.
+    Gone,
     /// Something else (retries, handshakes): ignored.
     Other,
 }
@@ -32,6 +38,9 @@ pub struct PeerLink {
     pub(crate) monitor: zmq::Socket,
     /// The peer's endpoint, for status and logs.
     pub(crate) peer_endpoint: String,
+    /// Reconnect attempts scheduled since the connection closed (None: connected, or never
+    /// connected). The first is scheduled at the close; a second means one failed.
+    retries_since_close: Option<u32>,
 }
 
 impl PeerLink {
@@ -63,7 +72,9 @@ impl PeerLink {
             .set_reconnect_ivl_max(1000)
             .map_err(zmq_err("ZMQ_RECONNECT_IVL_MAX"))?;
         let monitor_endpoint = format!("inproc://hearth-peer-monitor-{id}");
-        let events = zmq::SocketEvent::CONNECTED.to_raw() | zmq::SocketEvent::DISCONNECTED.to_raw();
+        let events = zmq::SocketEvent::CONNECTED.to_raw()
+            | zmq::SocketEvent::DISCONNECTED.to_raw()
+            | zmq::SocketEvent::CONNECT_RETRIED.to_raw();
         outbound
             .monitor(&monitor_endpoint, i32::from(events))
             .map_err(zmq_err("peer monitor"))?;
@@ -81,6 +92,7 @@ impl PeerLink {
             outbound,
             monitor,
             peer_endpoint: connect.to_owned(),
+            retries_since_close: None,
         })
     }
 
@@ -98,18 +110,116 @@ impl PeerLink {
     }
 
     /// The next monitor event waiting, if any.
-    pub fn recv_event(&self) -> Option<LinkEvent> {
+    pub fn recv_event(&mut self) -> Option<LinkEvent> {
         let frames = self.monitor.recv_multipart(zmq::DONTWAIT).ok()?;
         let raw = frames
             .first()
             .filter(|f| f.len() >= 2)
             .map(|f| u16::from_le_bytes([f[0], f[1]]))?;
-        Some(if raw == zmq::SocketEvent::DISCONNECTED.to_raw() {
+        Some(self.track(raw))
+    }
+
+    /// Folds one raw monitor event into the link's view of the connection.
+    fn track(&mut self, raw: u16) -> LinkEvent {
+        if raw == zmq::SocketEvent::DISCONNECTED.to_raw() {
+            self.retries_since_close = Some(0);
             LinkEvent::Disconnected
         } else if raw == zmq::SocketEvent::CONNECTED.to_raw() {
+            self.retries_since_close = None;
             LinkEvent::Connected
+        } else if raw == zmq::SocketEvent::CONNECT_RETRIED.to_raw() {
+            match self.retries_since_close.as_mut() {
+                Some(n) => {
+                    *n += 1;
+                    if *n == 2 {
+                        return LinkEvent::Gone;
+                    }
+                    LinkEvent::Other
+                }
+                None => LinkEvent::Other,
+            }
         } else {
             LinkEvent::Other
-        })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn free_endpoint() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        format!("tcp://127.0.0.1:{port}")
+    }
+
+    /// Events on `link` until `want` shows up or `within` passes.
+    fn events_until(link: &mut PeerLink, want: LinkEvent, within: Duration) -> Vec<LinkEvent> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline && !seen.contains(&want) {
+            let mut items = [link.monitor.as_poll_item(zmq::POLLIN)];
+            let _ = zmq::poll(&mut items, 50);
+            while let Some(event) = link.recv_event() {
+                seen.push(event);
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn a_dead_peer_is_gone_and_a_returning_one_reconnects() {
+        let context = zmq::Context::new();
+        let (a, b) = (free_endpoint(), free_endpoint());
+        let mut here = PeerLink::open(&context, &a, &b, 1).expect("link here");
+        let peer = PeerLink::open(&context, &b, &a, 2).expect("link there");
+        let seen = events_until(&mut here, LinkEvent::Connected, Duration::from_secs(5));
+        assert!(seen.contains(&LinkEvent::Connected), "{seen:?}");
+
+        // The peer's sockets close: its port refuses the reconnect.
+        drop(peer);
+        let seen = events_until(&mut here, LinkEvent::Gone, Duration::from_secs(5));
+        assert_eq!(
+            seen.iter()
+                .filter(|e| **e != LinkEvent::Other)
+                .collect::<Vec<_>>(),
+            [&LinkEvent::Disconnected, &LinkEvent::Gone],
+            "{seen:?}"
+        );
+
+        // A new peer on the same endpoint: connected again, and nothing says gone.
+        let _back = PeerLink::open(&context, &b, &a, 3).expect("link there again");
+        let seen = events_until(&mut here, LinkEvent::Connected, Duration::from_secs(5));
+        assert!(seen.contains(&LinkEvent::Connected), "{seen:?}");
+        assert!(!seen.contains(&LinkEvent::Gone), "{seen:?}");
+    }
+
+    #[test]
+    fn a_reset_connection_to_a_live_peer_is_not_gone() {
+        let context = zmq::Context::new();
+        let (a, b) = (free_endpoint(), free_endpoint());
+        let mut here = PeerLink::open(&context, &a, &b, 4).expect("link here");
+        let peer = PeerLink::open(&context, &b, &a, 5).expect("link there");
+        let seen = events_until(&mut here, LinkEvent::Connected, Duration::from_secs(5));
+        assert!(seen.contains(&LinkEvent::Connected), "{seen:?}");
+        // The peer's inbound socket is closed and at once bound anew, as after a reset
+        // connection: the reconnect succeeds and the peer never counts as gone.
+        let PeerLink { inbound, .. } = peer;
+        drop(inbound);
+        let rebound = context.socket(zmq::PULL).expect("socket");
+        // The old socket closes in libzmq's background thread: bind as soon as the port is
+        // free (well within the 100 ms before the reconnect).
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while let Err(e) = rebound.bind(&b) {
+            assert!(Instant::now() < deadline, "cannot bind {b} again: {e}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let seen = events_until(&mut here, LinkEvent::Connected, Duration::from_secs(5));
+        assert!(seen.contains(&LinkEvent::Disconnected), "{seen:?}");
+        assert!(seen.contains(&LinkEvent::Connected), "{seen:?}");
+        assert!(!seen.contains(&LinkEvent::Gone), "{seen:?}");
     }
 }
