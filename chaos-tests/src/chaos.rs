@@ -134,7 +134,7 @@ impl WorkerChaos {
     pub fn echo_and_slow_load(endpoint: &str) -> LoadPlan {
         let echo = ClientPlan::new("echo", 2, Duration::from_millis(5));
         LoadPlan {
-            endpoint: endpoint.to_owned(),
+            endpoints: vec![endpoint.to_owned()],
             clients: vec![
                 echo.clone(),
                 echo.clone(),

@@ -185,20 +185,12 @@ impl Cluster {
     pub fn add_worker(&mut self, service: &str, kind: &WorkerKind) -> anyhow::Result<usize> {
         let id = self.next_worker;
         self.next_worker += 1;
-        let mut args = vec![
-            "--broker".to_owned(),
-            self.frontend(),
-            "--service".to_owned(),
-            service.to_owned(),
-        ];
-        match kind {
-            WorkerKind::Echo => args.push("--echo".to_owned()),
-            WorkerKind::Exec(cmd) => args.extend(["--exec".to_owned(), cmd.clone()]),
-        }
-        args.extend([
-            "--heartbeat".to_owned(),
-            humantime_ms(self.options.heartbeat),
-        ]);
+        let args = worker_args(
+            &[self.frontend()],
+            service,
+            kind,
+            self.options.heartbeat,
+        );
         let proc = Proc::spawn(
             &format!("worker-{service}-{id}"),
             &bin_path("hearth-worker"),
@@ -330,15 +322,7 @@ impl Cluster {
             .metrics_addr
             .ok_or_else(|| anyhow!("the broker serves no metrics"))?;
         let text = http_get(addr, "/metrics")?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                let series_name = series.split('{').next()?;
-                (series_name == name).then(|| value.parse::<f64>().ok())?
-            })
-            .sum())
+        Ok(crate::metrics::sum(&crate::metrics::parse(&text), name))
     }
 }
 
@@ -365,9 +349,16 @@ pub fn ask(
 
 /// An HTTP/1.0 GET of `path`; the body of a 200 answer.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    http_get_within(addr, path, Duration::from_secs(3))
+}
+
+/// An HTTP/1.0 GET of `path` that waits at most `timeout` to connect and `timeout` for
+/// each read (a stopped process accepts connections in its kernel but never answers).
+pub fn http_get_within(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
     let mut text = String::new();
     stream.read_to_string(&mut text)?;
@@ -384,6 +375,26 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
 }
 
 /// A duration as the binaries' flags read it (humantime), in milliseconds.
-fn humantime_ms(d: Duration) -> String {
+pub(crate) fn humantime_ms(d: Duration) -> String {
     format!("{}ms", d.as_millis())
+}
+
+/// The arguments of a `hearth-worker` for `service` on every broker of `brokers`.
+pub(crate) fn worker_args(
+    brokers: &[String],
+    service: &str,
+    kind: &WorkerKind,
+    heartbeat: Duration,
+) -> Vec<String> {
+    let mut args = Vec::new();
+    for broker in brokers {
+        args.extend(["--broker".to_owned(), broker.clone()]);
+    }
+    args.extend(["--service".to_owned(), service.to_owned()]);
+    match kind {
+        WorkerKind::Echo => args.push("--echo".to_owned()),
+        WorkerKind::Exec(cmd) => args.extend(["--exec".to_owned(), cmd.clone()]),
+    }
+    args.extend(["--heartbeat".to_owned(), humantime_ms(heartbeat)]);
+    args
 }

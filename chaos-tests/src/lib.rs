@@ -18,6 +18,7 @@ pub mod bins;
 pub mod chaos;
 pub mod cluster;
 pub mod load;
+pub mod metrics;
 pub mod process;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -11,9 +11,12 @@
 //!   *mismatched*, which is always a bug.
 //!
 //! A request that is never answered, or not within the per-request timeout (when clients do
-//! not retry), is *lost*. Clients that retry (for broker restarts) close their DEALER on a
-//! timeout, open a new one and resend the same bodies, so only the broker's restart, not a
-//! stale socket, decides what happens; such a request is lost only if the run ends first.
+//! not retry), is *lost*. Clients that retry (for broker restarts and failover) close their
+//! DEALER on a timeout, open a new one to the *next* endpoint of the plan (the same one when
+//! there is only one; the other broker of a pair otherwise, as a Lazy Pirate client does)
+//! and resend the same bodies, so only the brokers, not a stale socket, decide what happens;
+//! such a request is lost only if the run ends first. A client's socket is connected to one
+//! endpoint only, so every answer is counted against the broker that sent it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -57,12 +60,14 @@ impl ClientPlan {
 /// A whole load: its clients and how they wait.
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
-    /// The broker's frontend.
-    pub endpoint: String,
+    /// The brokers' frontends: one broker, or the two of a pair. Clients start on the
+    /// first; retrying clients move to the next one on a timeout.
+    pub endpoints: Vec<String>,
     /// One thread per client.
     pub clients: Vec<ClientPlan>,
     /// Without retry: how long a request may stay unanswered before it is given up (lost).
-    /// With retry: how long one try may take before the client reconnects and resends.
+    /// With retry: how long one try may take before the client reconnects (to the next
+    /// endpoint) and resends.
     pub request_timeout: Duration,
     /// Whether clients reconnect and resend on a timeout.
     pub retry: bool,
@@ -89,6 +94,8 @@ pub struct Tally {
     pub resent: u64,
     /// The longest time from first send to answer.
     pub max_latency: Duration,
+    /// First answers per endpoint of the plan, in the plan's order (which broker answered).
+    pub answered_via: Vec<u64>,
     /// A few of the mismatched or lost requests, for the failure message.
     pub examples: Vec<String>,
 }
@@ -103,6 +110,12 @@ impl Tally {
         self.late += other.late;
         self.resent += other.resent;
         self.max_latency = self.max_latency.max(other.max_latency);
+        if self.answered_via.len() < other.answered_via.len() {
+            self.answered_via.resize(other.answered_via.len(), 0);
+        }
+        for (mine, theirs) in self.answered_via.iter_mut().zip(&other.answered_via) {
+            *mine += theirs;
+        }
         for e in other.examples {
             if self.examples.len() < MAX_EXAMPLES {
                 self.examples.push(e);
@@ -149,7 +162,7 @@ impl Load {
             let state = ClientState {
                 index,
                 plan: client.clone(),
-                endpoint: plan.endpoint.clone(),
+                endpoints: plan.endpoints.clone(),
                 request_timeout: plan.request_timeout,
                 retry: plan.retry,
                 drain: plan.drain,
@@ -237,7 +250,7 @@ enum Fate {
 struct ClientState {
     index: usize,
     plan: ClientPlan,
-    endpoint: String,
+    endpoints: Vec<String>,
     request_timeout: Duration,
     retry: bool,
     drain: Duration,
@@ -250,19 +263,26 @@ struct ClientState {
 const TICK: Duration = Duration::from_millis(10);
 
 impl ClientState {
-    fn socket(&self) -> zmq::Socket {
+    /// A fresh DEALER connected to endpoint `target` only.
+    fn socket(&self, target: usize) -> zmq::Socket {
         let socket = self.ctx.socket(zmq::DEALER).expect("a DEALER socket");
         socket.set_linger(0).expect("linger");
         socket
-            .connect(&self.endpoint)
+            .connect(&self.endpoints[target])
             .expect("connect to the broker");
         socket
     }
 
     fn run(self) -> Tally {
+        assert!(!self.endpoints.is_empty(), "a load plan needs an endpoint");
         let service = self.plan.service.clone();
-        let mut tally = Tally::default();
-        let mut socket = self.socket();
+        let mut tally = Tally {
+            answered_via: vec![0; self.endpoints.len()],
+            ..Tally::default()
+        };
+        // The endpoint the current socket is connected to.
+        let mut target = 0;
+        let mut socket = self.socket(target);
         let mut fates: Vec<Fate> = Vec::new();
         // seq -> (first sent, this try sent)
         let mut inflight: HashMap<u64, (Instant, Instant)> = HashMap::new();
@@ -300,7 +320,7 @@ impl ClientState {
                 next_send = now + self.plan.interval;
             }
 
-            // Timeouts: give up, or reconnect and resend.
+            // Timeouts: give up, or reconnect (to the next endpoint) and resend.
             let timed_out: Vec<u64> = inflight
                 .iter()
                 .filter(|(_, (_, tried))| now.duration_since(*tried) >= self.request_timeout)
@@ -308,7 +328,8 @@ impl ClientState {
                 .collect();
             if !timed_out.is_empty() {
                 if self.retry {
-                    socket = self.socket();
+                    target = (target + 1) % self.endpoints.len();
+                    socket = self.socket(target);
                     for (seq, (_, tried)) in inflight.iter_mut() {
                         let body = request_body(self.index, *seq, &service);
                         let msg = ClientMessage::new(service.as_str(), body);
@@ -346,7 +367,14 @@ impl ClientState {
                 continue;
             }
             while let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) {
-                self.account(frames, &service, &mut fates, &mut inflight, &mut tally);
+                self.account(
+                    frames,
+                    &service,
+                    target,
+                    &mut fates,
+                    &mut inflight,
+                    &mut tally,
+                );
             }
         }
         if self.phase.load(Ordering::SeqCst) != ABORT {
@@ -362,11 +390,12 @@ impl ClientState {
         tally
     }
 
-    /// Classifies one reply.
+    /// Classifies one reply, which came from endpoint `via`.
     fn account(
         &self,
         frames: Vec<Vec<u8>>,
         service: &str,
+        via: usize,
         fates: &mut [Fate],
         inflight: &mut HashMap<u64, (Instant, Instant)>,
         tally: &mut Tally,
@@ -407,6 +436,7 @@ impl ClientState {
                     tally.max_latency = tally.max_latency.max(first.elapsed());
                 }
                 tally.answered += 1;
+                tally.answered_via[via] += 1;
                 self.live.answered.fetch_add(1, Ordering::Relaxed);
             }
             Fate::Answered => tally.duplicated += 1,

@@ -28,7 +28,7 @@ fn broker_restart_is_survived() -> anyhow::Result<()> {
     let load = Load::start(
         cluster.context(),
         LoadPlan {
-            endpoint: cluster.frontend(),
+            endpoints: vec![cluster.frontend()],
             clients: vec![echo.clone(), echo.clone(), echo.clone(), echo],
             request_timeout: Duration::from_secs(1),
             retry: true,

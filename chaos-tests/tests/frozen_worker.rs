@@ -30,7 +30,7 @@ fn frozen_worker_is_replaced() -> anyhow::Result<()> {
     let load = Load::start(
         cluster.context(),
         LoadPlan {
-            endpoint: cluster.frontend(),
+            endpoints: vec![cluster.frontend()],
             clients: vec![
                 ClientPlan::new("echo", 1, Duration::from_millis(10)),
                 ClientPlan::new("slow", 1, Duration::ZERO).limit(1),
