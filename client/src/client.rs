@@ -57,6 +57,12 @@ impl Client {
         &self.config
     }
 
+    /// The broker the next call goes to first: after a successful call, the one that
+    /// answered it. Lets a caller show which broker of a pair is serving it.
+    pub fn current_broker(&self) -> &str {
+        &self.config.brokers[self.current]
+    }
+
     /// Sends an RFC 7 request for `service` and returns the reply's body frames.
     ///
     /// Waits at most [`ClientConfig::attempt_timeout`] per broker, then closes the socket and

@@ -205,6 +205,54 @@ fn status_json_prints_one_line_per_broker() {
 }
 
 #[test]
+fn status_shows_two_brokers_side_by_side() {
+    let up = TestBroker::echo();
+    let down = TestBroker::silent();
+    let out = hearth(&[
+        "--broker",
+        &up.endpoint,
+        "--broker",
+        &down.endpoint,
+        "--timeout",
+        "500ms",
+        "status",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "one broker is down");
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [up.endpoint.as_str(), down.endpoint.as_str()],
+        "{stdout}"
+    );
+    let cells = |label: &str| -> Vec<String> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{label}  ")))
+            .unwrap_or_else(|| panic!("no {label} row in\n{stdout}"));
+        line[label.len()..]
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(cells("role"), ["standalone", "-"], "{stdout}");
+    assert_eq!(cells("state"), ["active", "unreachable"], "{stdout}");
+    assert_eq!(cells("uptime"), ["1m 1s", "-"], "{stdout}");
+    assert_eq!(
+        cells("service echo"),
+        ["2 workers (1 idle), 0 queued", "-"],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{}: unreachable:", down.endpoint)),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn status_prints_a_readable_block() {
     let broker = TestBroker::echo();
     let out = hearth(&["--broker", &broker.endpoint, "status"]);

@@ -68,8 +68,10 @@ fn retry_goes_to_the_next_broker() {
     let silent = TestBroker::silent();
     let answering = TestBroker::echo();
     let mut client = Client::new(config(&[&silent, &answering], 3000, 300)).unwrap();
+    assert_eq!(client.current_broker(), silent.endpoint);
     let started = Instant::now();
     assert_eq!(client.call_one("echo", b"failover").unwrap(), b"failover");
+    assert_eq!(client.current_broker(), answering.endpoint);
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(
         silent.next_received(Duration::from_secs(1)),

@@ -4,6 +4,7 @@
 mod bench;
 mod call;
 mod internal;
+mod pair;
 mod procs;
 mod status;
 mod up;
@@ -47,11 +48,13 @@ enum Command {
     /// List services from hearth.status, or ask mmi.service about each NAME (exit 1 if any
     /// has no worker)
     Services(call::ServicesArgs),
-    /// Show each broker's status (one block, or one JSON line, per --broker)
+    /// Show each broker's status: several --broker side by side in a table, one as a block;
+    /// --json prints one line per broker (exit 1 if any does not answer)
     Status(status::StatusArgs),
     /// Closed-loop load generator; with --baseline, compare hearth with a bare libzmq relay
     Bench(bench::BenchArgs),
-    /// Run a local cluster (broker + echo workers) on the embedded default configuration
+    /// Run a local cluster from the embedded configuration until Ctrl-C: a Binary Star pair
+    /// and two echo workers on both (or one standalone broker), with a failover demo
     Up(up::UpArgs),
     /// Helpers the benchmark starts as child processes
     #[command(hide = true, subcommand)]

@@ -1,7 +1,8 @@
-//! Child-process supervision for `hearth up` and `hearth bench --baseline`: find the sibling
-//! binaries, spawn them, watch them, and stop them (SIGTERM, then SIGKILL) even when the
-//! command fails halfway, through a guard whose `Drop` does it. Also the `/proc` readings
-//! the benchmark needs (CPU time, memory) and free local ports.
+//! Child-process supervision for `hearth up` and `hearth bench`: find the sibling binaries,
+//! spawn them, watch them, signal them (kill -9, SIGSTOP, SIGCONT) by the PID this process
+//! started, and stop them (SIGTERM, then SIGKILL) even when the command fails halfway,
+//! through a guard whose `Drop` does it. Also the `/proc` readings the benchmark needs (CPU
+//! time, memory), free local ports, and polling a condition with a deadline.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -79,15 +80,44 @@ impl Supervised {
         self.exit_status().is_none()
     }
 
-    /// Sends SIGTERM, waits up to `grace` for the child to exit, then SIGKILLs and reaps it.
+    /// Sends `signal` to the child. Refused once the child has been reaped, so a recycled
+    /// PID can never be hit: until this process reaps it, the PID stays the child's.
+    pub fn signal(&mut self, signal: libc::c_int) -> anyhow::Result<()> {
+        if let Some(status) = self.exit_status() {
+            bail!(
+                "{} (pid {}) already exited: {status}",
+                self.name,
+                self.pid()
+            );
+        }
+        let pid = libc::pid_t::try_from(self.pid()).context("pid out of range")?;
+        // SAFETY: plain syscall on our own, not yet reaped, child.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot signal {} (pid {pid})", self.name));
+        }
+        Ok(())
+    }
+
+    /// `kill -9` now, and reaps the child.
+    pub fn kill_now(&mut self) -> anyhow::Result<ExitStatus> {
+        self.signal(libc::SIGKILL)?;
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("cannot reap {}", self.name))?;
+        self.exited = Some(status);
+        Ok(status)
+    }
+
+    /// Sends SIGTERM (and SIGCONT, in case the child is frozen), waits up to `grace` for the
+    /// child to exit, then SIGKILLs and reaps it.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         if !self.is_alive() {
             return self.exited;
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.pid()) {
-            // SAFETY: plain syscall on our own, not yet reaped, child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+        let _ = self.signal(libc::SIGTERM);
+        let _ = self.signal(libc::SIGCONT);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if !self.is_alive() {
@@ -261,6 +291,29 @@ pub fn wait_for_workers(
     }
 }
 
+/// Polls `probe` every `every` until it returns `Ok`, or fails after `timeout` with `what`
+/// and the last thing `probe` saw.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(value) => return Ok(value),
+            Err(last) if Instant::now() >= deadline => {
+                bail!(
+                    "{what}: not within {}; last seen: {last}",
+                    humantime::format_duration(timeout)
+                )
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +347,43 @@ mod tests {
         let status = child.terminate(GRACE).unwrap();
         assert!(!status.success());
         assert!(!child.is_alive());
+        assert!(
+            child.signal(libc::SIGCONT).is_err(),
+            "a reaped child is never signalled"
+        );
+    }
+
+    #[test]
+    fn a_frozen_child_is_killed_and_reaped() {
+        let mut child =
+            Supervised::spawn("sleeper", Path::new("/bin/sleep"), &["30".to_owned()]).unwrap();
+        child.signal(libc::SIGSTOP).unwrap();
+        let status = child.kill_now().unwrap();
+        assert!(!status.success());
+        assert!(!child.is_alive());
+    }
+
+    #[test]
+    fn wait_until_reports_the_last_value_seen() {
+        let mut n = 0;
+        let got = wait_until(
+            "three",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                n += 1;
+                if n >= 3 {
+                    Ok(n)
+                } else {
+                    Err(format!("n = {n}"))
+                }
+            },
+        );
+        assert_eq!(got.unwrap(), 3);
+        let err = wait_until::<()>("never", Duration::ZERO, Duration::ZERO, || {
+            Err("still no".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("still no"), "{err}");
     }
 }
