@@ -152,7 +152,7 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     if !path.is_file() {
         bail!(
-            "{} not found; build them first: cargo build --release --bins \
+            "{} not found; build them first: cargo build --release --workspace --bins \
              (or point HEARTH_BIN_DIR at their directory)",
             path.display()
         );
