@@ -185,12 +185,7 @@ impl Cluster {
     pub fn add_worker(&mut self, service: &str, kind: &WorkerKind) -> anyhow::Result<usize> {
         let id = self.next_worker;
         self.next_worker += 1;
-        let args = worker_args(
-            &[self.frontend()],
-            service,
-            kind,
-            self.options.heartbeat,
-        );
+        let args = worker_args(&[self.frontend()], service, kind, self.options.heartbeat);
         let proc = Proc::spawn(
             &format!("worker-{service}-{id}"),
             &bin_path("hearth-worker"),

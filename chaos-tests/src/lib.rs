@@ -9,7 +9,11 @@
 //! * [`load`]: client threads on raw MDP/0.1 DEALER sockets that send unique bodies, check
 //!   every reply byte for byte and count sent, answered, lost, duplicated and mismatched;
 //! * [`chaos`]: the seeded random scenario that kills, freezes and replaces workers, and
-//!   the summary line every test prints.
+//!   the summary line every test prints;
+//! * [`pair`]: a Binary Star pair of brokers and workers that reach one or both of them;
+//! * [`pair_scenario`]: broker events on a pair (kill -9 of the active or the passive,
+//!   SIGSTOP of the active, restarts), each carried out until the pair settles again;
+//! * [`dual_active`]: the proof that no broker answered while its peer was the active.
 //!
 //! Nothing here depends on the client or worker crates: the tests speak the wire protocol
 //! through `hearth-proto` and run the binaries, as an operator would.
@@ -17,8 +21,11 @@
 pub mod bins;
 pub mod chaos;
 pub mod cluster;
+pub mod dual_active;
 pub mod load;
 pub mod metrics;
+pub mod pair;
+pub mod pair_scenario;
 pub mod process;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,7 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use bins::bin_path;
 pub use chaos::{Summary, WorkerChaos};
 pub use cluster::{BrokerOptions, Cluster, WorkerKind};
-pub use load::{ClientPlan, Load, LoadPlan, Tally};
+pub use load::{ClientPlan, Load, LoadPlan, ReplyKind, Tally, TracedReply};
+pub use pair::{Pair, PairOptions, Reach, Side, WorkerSpec};
+pub use pair_scenario::{PairCounts, PairScenario, WorkerKills};
 pub use process::{LogDir, Proc};
 
 /// Env variable that fixes the seed of a run, to replay a failure.

@@ -17,6 +17,11 @@
 //! and resend the same bodies, so only the brokers, not a stale socket, decide what happens;
 //! such a request is lost only if the run ends first. A client's socket is connected to one
 //! endpoint only, so every answer is counted against the broker that sent it.
+//!
+//! A client may also be *traced* ([`ClientPlan::traced`]): it then records every reply it
+//! receives with the endpoint it came from, when it came, and when its request was sent on
+//! that socket ([`TracedReply`]), so a test can tell which broker decided a reply in which
+//! window of time (the pair tests' dual-active check).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -37,6 +42,13 @@ pub struct ClientPlan {
     pub interval: Duration,
     /// Most requests it sends in the whole run (None: until stopped).
     pub limit: Option<u64>,
+    /// The endpoint of the plan it connects to first (modulo their number).
+    pub first_endpoint: usize,
+    /// How long one try may take before a retrying client moves on (None: the plan's
+    /// `request_timeout`).
+    pub try_timeout: Option<Duration>,
+    /// Whether every reply it receives is recorded in [`Tally::replies`].
+    pub trace: bool,
 }
 
 impl ClientPlan {
@@ -47,7 +59,28 @@ impl ClientPlan {
             inflight: inflight.max(1),
             interval,
             limit: None,
+            first_endpoint: 0,
+            try_timeout: None,
+            trace: false,
         }
+    }
+
+    /// The same plan starting on endpoint `index` of the load plan.
+    pub fn first_endpoint(mut self, index: usize) -> ClientPlan {
+        self.first_endpoint = index;
+        self
+    }
+
+    /// The same plan waiting `timeout` per try instead of the load plan's timeout.
+    pub fn try_timeout(mut self, timeout: Duration) -> ClientPlan {
+        self.try_timeout = Some(timeout);
+        self
+    }
+
+    /// The same plan recording every reply in [`Tally::replies`].
+    pub fn traced(mut self) -> ClientPlan {
+        self.trace = true;
+        self
     }
 
     /// The same plan sending `limit` requests in all.
@@ -98,6 +131,37 @@ pub struct Tally {
     pub answered_via: Vec<u64>,
     /// A few of the mismatched or lost requests, for the failure message.
     pub examples: Vec<String>,
+    /// Every reply a traced client received (see [`ClientPlan::traced`]), in no set order.
+    pub replies: Vec<TracedReply>,
+}
+
+/// One reply a traced client received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TracedReply {
+    /// The client (its index in the plan).
+    pub client: usize,
+    /// The request's sequence number.
+    pub seq: u64,
+    /// The endpoint (index in the plan) whose socket it came on: the broker that sent it.
+    pub via: usize,
+    /// When the request was sent on that socket: the broker cannot have decided the reply
+    /// earlier.
+    pub sent: Instant,
+    /// When the reply was received: the broker decided it no later.
+    pub received: Instant,
+    /// Whether it was the request's first answer, a duplicate or a late one.
+    pub kind: ReplyKind,
+}
+
+/// How a traced reply was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// The first answer to an outstanding request.
+    First,
+    /// A further answer to an answered request.
+    Duplicate,
+    /// An answer to a request given up.
+    Late,
 }
 
 impl Tally {
@@ -121,6 +185,7 @@ impl Tally {
                 self.examples.push(e);
             }
         }
+        self.replies.extend(other.replies);
     }
 
     fn example(&mut self, text: String) {
@@ -280,9 +345,12 @@ impl ClientState {
             answered_via: vec![0; self.endpoints.len()],
             ..Tally::default()
         };
+        let request_timeout = self.plan.try_timeout.unwrap_or(self.request_timeout);
         // The endpoint the current socket is connected to.
-        let mut target = 0;
+        let mut target = self.plan.first_endpoint % self.endpoints.len();
         let mut socket = self.socket(target);
+        // Traced clients only: seq -> when it was sent on the current socket.
+        let mut sent_here: HashMap<u64, Instant> = HashMap::new();
         let mut fates: Vec<Fate> = Vec::new();
         // seq -> (first sent, this try sent)
         let mut inflight: HashMap<u64, (Instant, Instant)> = HashMap::new();
@@ -315,6 +383,9 @@ impl ClientState {
                 }
                 fates.push(Fate::Outstanding);
                 inflight.insert(seq, (now, now));
+                if self.plan.trace {
+                    sent_here.insert(seq, now);
+                }
                 tally.sent += 1;
                 self.live.sent.fetch_add(1, Ordering::Relaxed);
                 next_send = now + self.plan.interval;
@@ -323,19 +394,23 @@ impl ClientState {
             // Timeouts: give up, or reconnect (to the next endpoint) and resend.
             let timed_out: Vec<u64> = inflight
                 .iter()
-                .filter(|(_, (_, tried))| now.duration_since(*tried) >= self.request_timeout)
+                .filter(|(_, (_, tried))| now.duration_since(*tried) >= request_timeout)
                 .map(|(seq, _)| *seq)
                 .collect();
             if !timed_out.is_empty() {
                 if self.retry {
                     target = (target + 1) % self.endpoints.len();
                     socket = self.socket(target);
+                    sent_here.clear();
                     for (seq, (_, tried)) in inflight.iter_mut() {
                         let body = request_body(self.index, *seq, &service);
                         let msg = ClientMessage::new(service.as_str(), body);
                         if socket.send_multipart(msg.frames(), zmq::DONTWAIT).is_ok() {
                             *tried = now;
                             tally.resent += 1;
+                            if self.plan.trace {
+                                sent_here.insert(*seq, now);
+                            }
                         }
                     }
                 } else {
@@ -345,7 +420,7 @@ impl ClientState {
                         tally.lost += 1;
                         tally.example(format!(
                             "client {} {service} request {seq}: no answer within {:?}",
-                            self.index, self.request_timeout
+                            self.index, request_timeout
                         ));
                     }
                 }
@@ -367,7 +442,8 @@ impl ClientState {
                 continue;
             }
             while let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) {
-                self.account(
+                let received = Instant::now();
+                let kind = self.account(
                     frames,
                     &service,
                     target,
@@ -375,6 +451,18 @@ impl ClientState {
                     &mut inflight,
                     &mut tally,
                 );
+                // Every request answered on this socket was sent on it (and recorded).
+                let sent = kind.and_then(|(seq, _)| sent_here.get(&seq).copied());
+                if let (Some((seq, kind)), Some(sent)) = (kind, sent) {
+                    tally.replies.push(TracedReply {
+                        client: self.index,
+                        seq,
+                        via: target,
+                        sent,
+                        received,
+                        kind,
+                    });
+                }
             }
         }
         if self.phase.load(Ordering::SeqCst) != ABORT {
@@ -390,7 +478,8 @@ impl ClientState {
         tally
     }
 
-    /// Classifies one reply, which came from endpoint `via`.
+    /// Classifies one reply, which came from endpoint `via`; returns its request's sequence
+    /// number and how it counted, unless it matched no request.
     fn account(
         &self,
         frames: Vec<Vec<u8>>,
@@ -399,11 +488,12 @@ impl ClientState {
         fates: &mut [Fate],
         inflight: &mut HashMap<u64, (Instant, Instant)>,
         tally: &mut Tally,
-    ) {
+    ) -> Option<(u64, ReplyKind)> {
         let client = self.index;
         let mismatch = |tally: &mut Tally, why: String| {
             tally.mismatched += 1;
             tally.example(format!("client {client}: {why}"));
+            None
         };
         let reply = match ClientMessage::decode(frames, &Limits::default()) {
             Ok(reply) => reply,
@@ -438,9 +528,16 @@ impl ClientState {
                 tally.answered += 1;
                 tally.answered_via[via] += 1;
                 self.live.answered.fetch_add(1, Ordering::Relaxed);
+                Some((seq, ReplyKind::First))
             }
-            Fate::Answered => tally.duplicated += 1,
-            Fate::GivenUp => tally.late += 1,
+            Fate::Answered => {
+                tally.duplicated += 1;
+                Some((seq, ReplyKind::Duplicate))
+            }
+            Fate::GivenUp => {
+                tally.late += 1;
+                Some((seq, ReplyKind::Late))
+            }
         }
     }
 }

@@ -103,6 +103,8 @@ pub struct BrokerSample {
     pub split_brain: u64,
     /// `hearth_stalls_total`.
     pub stalls: u64,
+    /// `hearth_workers{service}`: registered workers per service.
+    pub workers: Vec<(String, u64)>,
 }
 
 impl BrokerSample {
@@ -120,7 +122,23 @@ impl BrokerSample {
             failovers: sum(&samples, "hearth_failovers_total") as u64,
             split_brain: sum(&samples, "hearth_split_brain_total") as u64,
             stalls: sum(&samples, "hearth_stalls_total") as u64,
+            workers: samples
+                .iter()
+                .filter(|s| s.name == "hearth_workers")
+                .filter_map(|s| {
+                    let (_, service) = s.labels.iter().find(|(k, _)| k == "service")?;
+                    Some((service.clone(), s.value as u64))
+                })
+                .collect(),
         }
+    }
+
+    /// The workers registered for `service` (0 if the broker has no such series).
+    pub fn workers_of(&self, service: &str) -> u64 {
+        self.workers
+            .iter()
+            .find(|(s, _)| s == service)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// GETs `/metrics` at `addr` (waiting at most `timeout` to connect and as long again
@@ -153,6 +171,7 @@ hearth_replies_total{service="echo"} 40
 hearth_replies_total{service="odd,\"name\""} 2
 hearth_split_brain_total 1
 hearth_stalls_total 3
+hearth_workers{service="echo"} 4
 "#;
 
     #[test]
@@ -164,6 +183,7 @@ hearth_stalls_total 3
             (s.replies, s.failovers, s.split_brain, s.stalls),
             (42, 2, 1, 3)
         );
+        assert_eq!((s.workers_of("echo"), s.workers_of("slow")), (4, 0));
     }
 
     #[test]

@@ -1,0 +1,235 @@
+//! A Binary Star pair under a seeded random schedule of broker and worker failures, with
+//! steady load from retrying clients over both brokers: nothing may be lost or mismatched,
+//! and no broker may answer while its peer is the active one.
+//!
+//! The pair: primary and backup `hearth-broker` processes (peer heartbeat 300 ms), three
+//! `echo` workers and two `slow` ones (`sleep 0.1; cat`) registered with both brokers, and
+//! one `echo` worker on each broker alone. The load: four `echo` clients and one `slow`
+//! client that retry a request on the other broker after 1 s (as a Lazy Pirate client
+//! does), and two `echo` *probe* clients that wait 8 s per try and keep up to 64 requests
+//! in flight, so that they are still connected to a broker while it is frozen, killed and
+//! restarted, and keep sending to it.
+//!
+//! For `HEARTH_CHAOS_SECS` (45 by default) the schedule, drawn from the printed seed, lets
+//! the pair run 0.5 to 2 s and then does one broker event, carried out whole before the
+//! next: kill -9 of the active (its peer must take over; restarted after 0.3 to 2 s, it
+//! must come back passive), kill -9 of the passive (restarted the same way), or SIGSTOP of
+//! the active until the peer has taken over plus 3 to 8 peer heartbeats, then SIGCONT (it
+//! must step down to passive). All along, a worker is killed every 0.4 to 2 s and replaced
+//! after up to 1 s. Both brokers are never down together, and each event starts only once
+//! the pair has settled (one active, one passive, every worker registered with both).
+//!
+//! Dual-active proof (see `hearth_chaos_tests::dual_active`): every reply is traced with
+//! the broker it came from, when its request was sent on that socket, and when it arrived.
+//! A broker killed or frozen by the test is *deposed* until its failover counter shows it
+//! took over again; a reply from it to a request sent after the deposition began and
+//! received before it ended fails the test. The probes make sure such requests exist: they
+//! send to the frozen broker during its freeze and to the restarted one after its restart.
+//! Independently, the passive's `hearth_replies_total` must not move between the pair
+//! settling and the next broker event, and a restarted broker must never report active
+//! before failing over. Failovers are the last-seen `hearth_failovers_total` of every
+//! broker process, summed; an unexplained one (a broker starved on a loaded machine) is
+//! reported, not failed.
+//!
+//! Replay with `HEARTH_CHAOS_SEED=<seed>` (the schedule replays; the machine's timing does
+//! not).
+
+use std::time::{Duration, Instant};
+
+use hearth_chaos_tests::pair_scenario::draw;
+use hearth_chaos_tests::{
+    chaos_duration, seed, ClientPlan, Load, LoadPlan, Pair, PairOptions, PairScenario, Reach, Side,
+    Summary, WorkerKills, WorkerKind, WorkerSpec,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const SLOW_CMD: &str = "sleep 0.1; cat";
+
+#[test]
+fn pair_survives_random_broker_and_worker_failures() -> anyhow::Result<()> {
+    const TEST: &str = "pair_survives_random_broker_and_worker_failures";
+    let started = Instant::now();
+    let seed = seed(TEST);
+    let pair = Pair::start("pair-chaos", PairOptions::default())?;
+    let mut scenario = PairScenario::new(TEST, pair, StdRng::seed_from_u64(seed));
+    let slow = WorkerKind::Exec(SLOW_CMD.to_owned());
+    let workers = [
+        WorkerSpec::new("echo", WorkerKind::Echo, Reach::Both),
+        WorkerSpec::new("echo", WorkerKind::Echo, Reach::Both),
+        WorkerSpec::new("echo", WorkerKind::Echo, Reach::Both),
+        WorkerSpec::new("echo", WorkerKind::Echo, Reach::Only(Side::Primary)),
+        WorkerSpec::new("echo", WorkerKind::Echo, Reach::Only(Side::Backup)),
+        WorkerSpec::new("slow", slow.clone(), Reach::Both),
+        WorkerSpec::new("slow", slow, Reach::Both),
+    ];
+    for spec in &workers {
+        scenario.pair.add_worker(spec)?;
+    }
+    scenario.settle()?;
+
+    let echo = ClientPlan::new("echo", 2, Duration::from_millis(5)).traced();
+    let probe = ClientPlan::new("echo", 64, Duration::from_millis(50))
+        .try_timeout(Duration::from_secs(8))
+        .traced();
+    let load = Load::start(
+        scenario.pair.context(),
+        LoadPlan {
+            endpoints: scenario.pair.endpoints(),
+            clients: vec![
+                echo.clone(),
+                echo.clone(),
+                echo.clone(),
+                echo,
+                ClientPlan::new("slow", 2, Duration::ZERO).traced(),
+                probe.clone(),
+                probe,
+            ],
+            request_timeout: Duration::from_secs(1),
+            retry: true,
+            drain: Duration::from_secs(25),
+        },
+    );
+
+    scenario.set_worker_kills(Some(WorkerKills {
+        pause: (Duration::from_millis(400), Duration::from_secs(2)),
+        replace_after: (Duration::ZERO, Duration::from_secs(1)),
+    }));
+    let chaos_until = Instant::now() + chaos_duration(Duration::from_secs(45));
+    let mut events = 0;
+    // Bounded whatever HEARTH_CHAOS_SECS says.
+    while Instant::now() < chaos_until && events < 1000 {
+        let calm = draw(
+            scenario.rng(),
+            (Duration::from_millis(500), Duration::from_secs(2)),
+        );
+        scenario.idle(calm)?;
+        let down = draw(
+            scenario.rng(),
+            (Duration::from_millis(300), Duration::from_secs(2)),
+        );
+        let roll = scenario.rng().gen_range(0..100);
+        let beats = scenario.rng().gen_range(3..=8);
+        match roll {
+            0..=34 => scenario.kill_active(down)?,
+            35..=59 => scenario.kill_passive(down)?,
+            _ => scenario.freeze_active(beats)?,
+        }
+        events += 1;
+    }
+    scenario.set_worker_kills(None);
+    scenario.replace_all_now()?;
+    let active = scenario.settle()?;
+    scenario.log(format!(
+        "chaos over after {events} broker events; the {} is active; draining",
+        active.role()
+    ));
+    let tally = load.finish();
+    scenario.close_watch()?;
+    scenario.watch.check_replies(&tally.replies);
+
+    let counts = scenario.counts;
+    let summary = Summary {
+        seed,
+        tally,
+        kills: counts.broker_kills + counts.worker_kills,
+        restarts: counts.broker_restarts + counts.worker_restarts,
+        freezes: counts.broker_freezes,
+        requeued: None,
+        elapsed: started.elapsed(),
+    };
+    let violations = scenario.watch.violations().to_vec();
+    eprintln!(
+        "{TEST}: {} failovers={} unexplained_failovers={} broker_events={} (kills={} \
+         freezes={} restarts={}) worker_kills={} answered_via=primary:{},backup:{} \
+         dual_active={}",
+        summary.line(),
+        scenario.watch.failovers(),
+        scenario.watch.unexplained_failovers(),
+        counts.broker_events(),
+        counts.broker_kills,
+        counts.broker_freezes,
+        counts.broker_restarts,
+        counts.worker_kills,
+        summary.tally.answered_via[0],
+        summary.tally.answered_via[1],
+        violations.len(),
+    );
+    assert!(
+        violations.is_empty(),
+        "dual-active answers (seed {seed}): {violations:#?}"
+    );
+    summary.assert_nothing_lost();
+    scenario.pair.check_alive()?;
+    scenario.pair.passed();
+    Ok(())
+}
+
+/// The primary is killed while active and started again only after 2 s, long enough for
+/// the backup's reconnects to its peer endpoint to back off: restarted, the primary must
+/// learn from the backup's heartbeat that the backup is active and come back passive,
+/// without answering a single request meanwhile (the probes send to it from the moment it
+/// is back). Twice, with the backup killed and restarted in between.
+#[test]
+fn a_primary_restarted_after_an_outage_comes_back_passive() -> anyhow::Result<()> {
+    const TEST: &str = "a_primary_restarted_after_an_outage_comes_back_passive";
+    let started = Instant::now();
+    let seed = seed(TEST);
+    let pair = Pair::start("pair-primary-restart", PairOptions::default())?;
+    let mut scenario = PairScenario::new(TEST, pair, StdRng::seed_from_u64(seed));
+    for _ in 0..2 {
+        scenario
+            .pair
+            .add_worker(&WorkerSpec::new("echo", WorkerKind::Echo, Reach::Both))?;
+    }
+    scenario.settle()?;
+    let echo = ClientPlan::new("echo", 2, Duration::from_millis(5)).traced();
+    let probe = ClientPlan::new("echo", 64, Duration::from_millis(50))
+        .try_timeout(Duration::from_secs(8))
+        .traced();
+    let load = Load::start(
+        scenario.pair.context(),
+        LoadPlan {
+            endpoints: scenario.pair.endpoints(),
+            clients: vec![echo.clone(), echo, probe.clone(), probe],
+            request_timeout: Duration::from_secs(1),
+            retry: true,
+            drain: Duration::from_secs(25),
+        },
+    );
+    let outage = Duration::from_secs(2);
+    scenario.idle(Duration::from_millis(500))?;
+    scenario.kill_active(outage)?;
+    scenario.kill_active(Duration::from_millis(300))?;
+    scenario.kill_active(outage)?;
+    scenario.idle(Duration::from_millis(500))?;
+    let tally = load.finish();
+    scenario.close_watch()?;
+    scenario.watch.check_replies(&tally.replies);
+    let counts = scenario.counts;
+    let summary = Summary {
+        seed,
+        tally,
+        kills: counts.broker_kills,
+        restarts: counts.broker_restarts,
+        freezes: 0,
+        requeued: None,
+        elapsed: started.elapsed(),
+    };
+    let violations = scenario.watch.violations().to_vec();
+    eprintln!(
+        "{TEST}: {} failovers={} broker_events={} dual_active={}",
+        summary.line(),
+        scenario.watch.failovers(),
+        counts.broker_events(),
+        violations.len()
+    );
+    assert!(
+        violations.is_empty(),
+        "dual-active answers: {violations:#?}"
+    );
+    summary.assert_nothing_lost();
+    scenario.pair.check_alive()?;
+    scenario.pair.passed();
+    Ok(())
+}
