@@ -1,14 +1,16 @@
-//! `hearth bench`: a closed-loop load generator against a broker, and with `--baseline` a
-//! one-run comparison of hearth against a bare libzmq relay (the ceiling).
+//! `hearth bench`: a closed-loop load generator against a broker, with `--baseline` a
+//! one-run comparison of hearth against a bare libzmq relay (the ceiling), and
+//! `hearth bench failover`: the failover gaps of a Binary Star pair it starts itself.
 
 mod baseline;
+mod failover;
 mod load;
 mod payload;
 mod stats;
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::{Connection, Outcome, UsageError};
 use load::{LoadSpec, Wire};
@@ -47,6 +49,19 @@ pub struct BenchArgs {
     /// Echo workers (and REP echo threads for the relay) in --baseline
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     workers: u64,
+    #[command(subcommand)]
+    mode: Option<BenchMode>,
+}
+
+/// Benchmarks other than the load generator.
+#[derive(Debug, Subcommand)]
+enum BenchMode {
+    /// Start a Binary Star pair with echo workers, kill -9 and SIGSTOP its active under a
+    /// steady stream of RFC 7 clients, and print the client-observed failover gaps (p50, p99,
+    /// max), lost requests and answers from a replaced broker, plus the pair's throughput
+    /// against a standalone broker. Exit 1 if a request was lost, a reply mismatched or a
+    /// replaced broker answered; gaps over their targets are reported, not failed.
+    Failover(failover::FailoverArgs),
 }
 
 impl BenchArgs {
@@ -82,6 +97,9 @@ impl BenchArgs {
 
 /// Runs the benchmark; exit 1 if any request was lost or any reply mismatched.
 pub fn run(connection: &Connection, args: BenchArgs) -> anyhow::Result<Outcome> {
+    if let Some(BenchMode::Failover(failover)) = &args.mode {
+        return failover::run(failover);
+    }
     args.validate()?;
     if args.baseline {
         return baseline::run(&args);
@@ -115,5 +133,33 @@ fn outcome(clean: bool) -> Outcome {
         Outcome::Success
     } else {
         Outcome::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::BenchMode;
+    use crate::cli::{Cli, Command};
+
+    fn bench(args: &[&str]) -> super::BenchArgs {
+        let cli = Cli::try_parse_from(args).unwrap();
+        match cli.command {
+            Command::Bench(args) => args,
+            other => panic!("not bench: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_flags_and_the_failover_subcommand_both_parse() {
+        Cli::command().debug_assert();
+        let load = bench(&["hearth", "bench", "--clients", "2", "--baseline"]);
+        assert!(load.mode.is_none());
+        assert_eq!(load.clients, 2);
+        assert!(load.baseline);
+        let failover = bench(&["hearth", "bench", "failover", "--rounds", "1", "--json"]);
+        assert!(matches!(failover.mode, Some(BenchMode::Failover(_))));
+        assert!(Cli::try_parse_from(["hearth", "bench", "failover", "--rounds", "0"]).is_err());
     }
 }
