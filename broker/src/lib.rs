@@ -211,7 +211,7 @@ fn open_pair_side(
         )
         .into());
     };
-    let link = PeerLink::open(context, bind, connect, id)?;
+    let link = PeerLink::open(context, bind, connect, id, config.peer_heartbeat)?;
     let role = if config.role == Role::Primary {
         PairRole::Primary
     } else {

@@ -239,6 +239,13 @@ impl<T> Pair<T> {
         Ok(verdict)
     }
 
+    /// The peer-link connection is up (again): the next heartbeat goes now, so that a peer
+    /// that just started learns this broker's state at once rather than up to a heartbeat
+    /// later, while its own start-up expiry runs.
+    pub fn peer_link_ready(&mut self, now: Instant) {
+        self.next_heartbeat = self.next_heartbeat.min(now);
+    }
+
     /// The peer-link connection closed: unless a heartbeat follows, the peer is gone.
     pub fn peer_disconnected(&mut self, now: Instant) {
         self.disconnected_at = Some(self.disconnected_at.map_or(now, |d| d.min(now)));

@@ -92,6 +92,7 @@ impl PairSide {
                 LinkEvent::Connected => {
                     info!(peer = %self.link.peer_endpoint, "peer link connected")
                 }
+                LinkEvent::Ready => self.pair.peer_link_ready(now),
                 LinkEvent::Other => {}
             }
         }

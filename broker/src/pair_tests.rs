@@ -504,3 +504,21 @@ fn simulated_pair_never_has_two_actives_serving() {
         }
     }
 }
+
+#[test]
+fn a_ready_link_sends_the_next_heartbeat_at_once() {
+    let t0 = Instant::now();
+    let mut b = passive_backup(t0);
+    assert!(b.tick(t0).is_some());
+    // Mid-interval, nothing is due...
+    assert_eq!(b.tick(ms(t0, 300)), None);
+    // ...until the peer (say a primary that just restarted) completes its handshake: it
+    // must hear this broker's state now, not up to a heartbeat later.
+    b.peer_link_ready(ms(t0, 310));
+    assert!(b.next_deadline() <= ms(t0, 310));
+    let beat = b.tick(ms(t0, 310)).expect("a heartbeat at once");
+    assert_eq!(beat.state, State::Passive);
+    // And the interval starts again from there.
+    assert_eq!(b.tick(ms(t0, 1000)), None);
+    assert!(b.tick(ms(t0, 1310)).is_some());
+}

@@ -3,6 +3,12 @@
 //! * `inbound`: a PULL bound on `--peer-bind`; the peer's heartbeats arrive here.
 //! * `outbound`: a PUSH connected to `--peer-connect`, with `ZMQ_IMMEDIATE` so that nothing
 //!   queues while the peer is away (a stale heartbeat delivered late would only mislead).
+//!   It retries a refused connection every [`reconnect_interval`]s, never backing off beyond
+//!   a quarter heartbeat, and the pair driver sends a heartbeat the moment the ZMTP handshake
+//!   succeeds ([`LinkEvent::Ready`]): a broker (re)started next to a running peer hears the
+//!   peer's state within a fraction of a heartbeat, long before its own start-up expiry of
+//!   two heartbeats could let it act alone. (With libzmq's default backoff the peer's first
+//!   heartbeat could come a second after the restart, too late at short heartbeats.)
 //! * `monitor`: the PUSH's socket monitor. When the peer process dies, its kernel closes the
 //!   TCP connection at once (DISCONNECTED) and its port refuses the reconnect that follows
 //!   (a second CONNECT_RETRIED with no CONNECTED between): only then does the link report
@@ -10,6 +16,8 @@
 //!   expiry. A connection reset while the peer lives (a middlebox, a NAT timeout) reconnects
 //!   and reports nothing more. A frozen process, a power cut or a cut cable close nothing,
 //!   so for those heartbeat silence stays the only path.
+
+use std::time::Duration;
 
 use hearth_proto::peer::{PeerHeartbeat, PeerMessage};
 use hearth_proto::Frame;
@@ -22,6 +30,9 @@ use crate::BrokerError;
 pub enum LinkEvent {
     /// The connection to the peer is up.
     Connected,
+    /// The ZMTP handshake with the peer succeeded: the peer process is running now and a
+    /// heartbeat sent now reaches it.
+    Ready,
     /// The connection to the peer closed; a reconnect is under way.
     Disconnected,
     /// The connection closed and the reconnect was refused: no process listens on the
@@ -29,6 +40,18 @@ pub enum LinkEvent {
     Gone,
     /// Something else (retries, handshakes): ignored.
     Other,
+}
+
+/// The outbound socket's reconnect interval and its backoff ceiling, in milliseconds, for
+/// a peer heartbeat of `heartbeat`: a tenth and a quarter of a heartbeat, within 10 ms to
+/// 100 ms and 1 s. A refused connect to a loopback or LAN peer costs microseconds, so the
+/// few retries a second while the peer is down are cheap, and the returning peer is found
+/// at once.
+pub fn reconnect_interval(heartbeat: Duration) -> (i32, i32) {
+    let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    let first = ms(heartbeat / 10).clamp(10, 100);
+    let max = ms(heartbeat / 4).clamp(first, 1000);
+    (first, max)
 }
 
 /// The peer link's three sockets.
@@ -50,6 +73,7 @@ impl PeerLink {
         bind: &str,
         connect: &str,
         id: usize,
+        heartbeat: Duration,
     ) -> Result<PeerLink, BrokerError> {
         let inbound = context.socket(zmq::PULL).map_err(zmq_err("peer socket"))?;
         inbound.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
@@ -65,16 +89,18 @@ impl PeerLink {
             .set_immediate(true)
             .map_err(zmq_err("ZMQ_IMMEDIATE"))?;
         outbound.set_sndhwm(16).map_err(zmq_err("ZMQ_SNDHWM"))?;
+        let (first, max) = reconnect_interval(heartbeat);
         outbound
-            .set_reconnect_ivl(100)
+            .set_reconnect_ivl(first)
             .map_err(zmq_err("ZMQ_RECONNECT_IVL"))?;
         outbound
-            .set_reconnect_ivl_max(1000)
+            .set_reconnect_ivl_max(max)
             .map_err(zmq_err("ZMQ_RECONNECT_IVL_MAX"))?;
         let monitor_endpoint = format!("inproc://hearth-peer-monitor-{id}");
         let events = zmq::SocketEvent::CONNECTED.to_raw()
             | zmq::SocketEvent::DISCONNECTED.to_raw()
-            | zmq::SocketEvent::CONNECT_RETRIED.to_raw();
+            | zmq::SocketEvent::CONNECT_RETRIED.to_raw()
+            | zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw();
         outbound
             .monitor(&monitor_endpoint, i32::from(events))
             .map_err(zmq_err("peer monitor"))?;
@@ -127,6 +153,9 @@ impl PeerLink {
         } else if raw == zmq::SocketEvent::CONNECTED.to_raw() {
             self.retries_since_close = None;
             LinkEvent::Connected
+        } else if raw == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
+            self.retries_since_close = None;
+            LinkEvent::Ready
         } else if raw == zmq::SocketEvent::CONNECT_RETRIED.to_raw() {
             match self.retries_since_close.as_mut() {
                 Some(n) => {
@@ -149,6 +178,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    const HB: Duration = Duration::from_secs(1);
 
     fn free_endpoint() -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -174,10 +205,11 @@ mod tests {
     fn a_dead_peer_is_gone_and_a_returning_one_reconnects() {
         let context = zmq::Context::new();
         let (a, b) = (free_endpoint(), free_endpoint());
-        let mut here = PeerLink::open(&context, &a, &b, 1).expect("link here");
-        let peer = PeerLink::open(&context, &b, &a, 2).expect("link there");
-        let seen = events_until(&mut here, LinkEvent::Connected, Duration::from_secs(5));
+        let mut here = PeerLink::open(&context, &a, &b, 1, HB).expect("link here");
+        let peer = PeerLink::open(&context, &b, &a, 2, HB).expect("link there");
+        let seen = events_until(&mut here, LinkEvent::Ready, Duration::from_secs(5));
         assert!(seen.contains(&LinkEvent::Connected), "{seen:?}");
+        assert!(seen.contains(&LinkEvent::Ready), "{seen:?}");
 
         // The peer's sockets close: its port refuses the reconnect.
         drop(peer);
@@ -190,19 +222,43 @@ mod tests {
             "{seen:?}"
         );
 
-        // A new peer on the same endpoint: connected again, and nothing says gone.
-        let _back = PeerLink::open(&context, &b, &a, 3).expect("link there again");
-        let seen = events_until(&mut here, LinkEvent::Connected, Duration::from_secs(5));
+        // Let the reconnects go on being refused for a while (libzmq's backoff would grow
+        // to a second by now), then a new peer on the same endpoint: found within the
+        // quarter-heartbeat ceiling, and nothing says gone.
+        let quiet = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < quiet {
+            let _ = events_until(&mut here, LinkEvent::Connected, Duration::from_millis(100));
+        }
+        let started = Instant::now();
+        let _back = PeerLink::open(&context, &b, &a, 3, HB).expect("link there again");
+        let seen = events_until(&mut here, LinkEvent::Ready, Duration::from_secs(5));
         assert!(seen.contains(&LinkEvent::Connected), "{seen:?}");
+        assert!(seen.contains(&LinkEvent::Ready), "{seen:?}");
         assert!(!seen.contains(&LinkEvent::Gone), "{seen:?}");
+        let (_, max) = reconnect_interval(HB);
+        // The ceiling plus generous slack for a loaded machine; libzmq's default backoff
+        // (up to the 1 s it used to be given) would miss this.
+        assert!(
+            started.elapsed() < Duration::from_millis(max as u64 + 500),
+            "the returning peer was found only after {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn reconnects_are_quick_and_never_back_off_beyond_a_quarter_heartbeat() {
+        assert_eq!(reconnect_interval(Duration::from_secs(1)), (100, 250));
+        assert_eq!(reconnect_interval(Duration::from_millis(300)), (30, 75));
+        assert_eq!(reconnect_interval(Duration::from_millis(10)), (10, 10));
+        assert_eq!(reconnect_interval(Duration::from_secs(60)), (100, 1000));
     }
 
     #[test]
     fn a_reset_connection_to_a_live_peer_is_not_gone() {
         let context = zmq::Context::new();
         let (a, b) = (free_endpoint(), free_endpoint());
-        let mut here = PeerLink::open(&context, &a, &b, 4).expect("link here");
-        let peer = PeerLink::open(&context, &b, &a, 5).expect("link there");
+        let mut here = PeerLink::open(&context, &a, &b, 4, HB).expect("link here");
+        let peer = PeerLink::open(&context, &b, &a, 5, HB).expect("link there");
         let seen = events_until(&mut here, LinkEvent::Connected, Duration::from_secs(5));
         assert!(seen.contains(&LinkEvent::Connected), "{seen:?}");
         // The peer's inbound socket is closed and at once bound anew, as after a reset

@@ -204,9 +204,33 @@ impl Proc {
         self.kill9()
     }
 
-    /// SIGSTOP: the child stops dead, sockets open but silent.
+    /// SIGSTOP: the child stops dead, sockets open but silent. Returns once every thread of
+    /// the child is seen stopped (or after a second): kill(2) only queues the signal, and on
+    /// a loaded machine the other threads of a process run on for milliseconds until the
+    /// group stop reaches them, so "frozen" must be read off the process, not the call.
     pub fn freeze(&mut self) {
         self.signal(libc::SIGSTOP);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.exited.is_none() && !self.all_threads_stopped() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Whether /proc shows every thread of the child in the stopped state (`T`).
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                // The state follows the parenthesised command name, which may hold spaces.
+                .and_then(|stat| {
+                    stat.rsplit_once(") ")
+                        .map(|(_, rest)| rest.starts_with('T'))
+                })
+                .unwrap_or(false)
+        })
     }
 
     /// SIGCONT: a frozen child runs on.
