@@ -51,7 +51,8 @@ enum Command {
     /// Show each broker's status: several --broker side by side in a table, one as a block;
     /// --json prints one line per broker (exit 1 if any does not answer)
     Status(status::StatusArgs),
-    /// Closed-loop load generator; with --baseline, compare hearth with a bare libzmq relay
+    /// Closed-loop load generator; with --baseline, compare hearth with a bare libzmq relay;
+    /// `bench failover` measures a pair's failover gaps
     Bench(bench::BenchArgs),
     /// Run a local cluster from the embedded configuration until Ctrl-C: a Binary Star pair
     /// and two echo workers on both (or one standalone broker), with a failover demo

@@ -56,11 +56,14 @@ pub struct BenchArgs {
 /// Benchmarks other than the load generator.
 #[derive(Debug, Subcommand)]
 enum BenchMode {
-    /// Start a Binary Star pair with echo workers, kill -9 and SIGSTOP its active under a
-    /// steady stream of RFC 7 clients, and print the client-observed failover gaps (p50, p99,
-    /// max), lost requests and answers from a replaced broker, plus the pair's throughput
-    /// against a standalone broker. Exit 1 if a request was lost, a reply mismatched or a
-    /// replaced broker answered; gaps over their targets are reported, not failed.
+    /// Failover gaps of a Binary Star pair under kill -9 and SIGSTOP of its active
+    ///
+    /// Starts a pair with echo workers registered with both brokers, kills -9 and freezes
+    /// (SIGSTOP) its active under a steady stream of plain RFC 7 clients, and prints the
+    /// client-observed failover gaps (p50, p99, max), lost requests and answers from a
+    /// replaced broker, plus the pair's throughput against a standalone broker. Exit 1 if a
+    /// request was lost, a reply mismatched or a replaced broker answered; gaps and
+    /// throughput over their targets are reported as MISS, not failed.
     Failover(failover::FailoverArgs),
 }
 
