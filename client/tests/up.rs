@@ -395,5 +395,7 @@ fn up_without_sibling_binaries_exits_1_with_a_hint() {
         .unwrap();
     let _ = std::fs::remove_dir(&empty);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cargo build --release --bins"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cargo build --release --workspace --bins")
+    );
 }
