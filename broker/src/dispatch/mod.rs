@@ -175,7 +175,8 @@ impl Dispatcher {
 
     /// Switches mode. Becoming active sends held replies and waiting requests out at once;
     /// becoming passive forgets waiting requests and held replies (their clients retry on
-    /// the active broker). Workers stay registered in every mode.
+    /// the active broker) and orphans the requests workers hold, so none of them is ever
+    /// dispatched again or answered. Workers stay registered in every mode.
     pub fn set_mode(&mut self, mode: Mode, now: Instant, out: &mut Vec<Action>) {
         if mode == self.mode {
             return;
@@ -196,6 +197,11 @@ impl Dispatcher {
             Mode::Passive => {
                 let mut dropped = self.held_replies.len();
                 self.held_replies.clear();
+                for worker in self.workers.values_mut() {
+                    for request in worker.in_flight.iter_mut() {
+                        request.orphaned = true;
+                    }
+                }
                 for service in self.services.values_mut() {
                     dropped += service.requests.len();
                     service.requests.clear();
@@ -395,6 +401,7 @@ impl Dispatcher {
             body,
             received: now,
             dispatched: now,
+            orphaned: false,
         });
         self.dispatch(&name, out);
     }
@@ -504,6 +511,15 @@ impl Dispatcher {
         } else if !service.room.contains(&from) {
             service.room.push_back(from);
         }
+        if request.as_ref().is_some_and(|r| r.orphaned) {
+            // Its client moved on when this broker stopped being active.
+            self.metrics
+                .dropped
+                .with_label_values(&["not_active"])
+                .inc();
+            self.dispatch(&name, out);
+            return;
+        }
         let received = request.map_or(now, |r| r.received);
         let held = HeldReply {
             client,
@@ -580,7 +596,7 @@ impl Dispatcher {
         service.remove_worker(identity);
         // Back to the head of the queue, in the order they came.
         for request in worker.in_flight.into_iter().rev() {
-            if self.mode != Mode::Passive {
+            if self.mode != Mode::Passive && !request.orphaned {
                 service.requeue(request);
             } else {
                 self.metrics

@@ -21,6 +21,11 @@ pub struct PendingRequest {
     pub received: Instant,
     /// When it was handed to its worker.
     pub dispatched: Instant,
+    /// Set when the broker stopped being active while a worker held it: its client has
+    /// retried on the other broker, so it is never dispatched again and its reply, should
+    /// it come, goes nowhere (else a request could run again seconds later, after newer
+    /// ones, once this broker is active again).
+    pub orphaned: bool,
 }
 
 /// A named service: its queue, its idle workers and its metrics.

@@ -580,3 +580,28 @@ fn replies_to_prefetched_requests_are_matched_by_client() {
     );
     assert_eq!(h.d.service_status()[0].idle_workers, 1);
 }
+
+#[test]
+fn requests_workers_held_when_the_broker_stepped_down_never_run_again() {
+    let mut h = Harness::new();
+    h.ready(0, "W1", "echo");
+    h.ready(0, "W2", "slow");
+    h.request(1, "C1", "echo", "old");
+    h.request(1, "C2", "slow", "old-slow");
+    let mut out = Vec::new();
+    // Passive while the workers hold the requests, then active again (a later failover).
+    h.d.set_mode(Mode::Passive, h.at(2), &mut out);
+    h.d.set_mode(Mode::Active, h.at(3), &mut out);
+    assert_eq!(out, vec![]);
+    // W1 dies: its request is not requeued to a new worker...
+    h.worker(4, "W1", WorkerMessage::Disconnect);
+    assert_eq!(h.ready(5, "W3", "echo"), vec![]);
+    // ...and W2's late reply goes nowhere, while W2 takes new work at once.
+    assert_eq!(h.reply(6, "W2", "C2", "old-slow"), vec![]);
+    assert_eq!(
+        h.request(7, "C3", "slow", "new"),
+        vec![request_to("W2", "C3", "new")]
+    );
+    assert_eq!(h.metric("hearth_requeued_total", "echo"), 0.0);
+    assert_eq!(h.metric("hearth_replies_total", "slow"), 0.0);
+}
