@@ -190,7 +190,7 @@ impl<T> Pair<T> {
         }
         match transition(self.node, Event::ClientRequest, now, self.peer_expiry()) {
             Ok((node, verdict)) => {
-                self.apply(node, verdict);
+                self.apply(now, node, verdict);
                 self.settle_held(now);
                 Gate::Serve(request)
             }
@@ -234,7 +234,7 @@ impl<T> Pair<T> {
             now,
             self.peer_expiry(),
         )?;
-        self.apply(node, verdict);
+        self.apply(now, node, verdict);
         self.settle_held(now);
         Ok(verdict)
     }
@@ -260,7 +260,7 @@ impl<T> Pair<T> {
             } else if self.node.state != State::Active && now >= self.peer_expiry() {
                 match transition(self.node, Event::ClientRequest, now, self.peer_expiry()) {
                     Ok((node, verdict)) => {
-                        self.apply(node, verdict);
+                        self.apply(now, node, verdict);
                         self.released.extend(self.held.drain(..));
                     }
                     Err(_) => self.dropped.extend(self.held.drain(..)),
@@ -316,11 +316,18 @@ impl<T> Pair<T> {
         self.held.len()
     }
 
-    fn apply(&mut self, node: Node, verdict: Verdict) {
+    /// Takes the state machine's decision. A new state is told to the peer at once rather
+    /// than at the next heartbeat: a backup that just heard its active peer acknowledges it
+    /// now, so an active that paused when the (re)started backup first spoke serves again
+    /// within a round trip; a new active is known to its peer a heartbeat sooner.
+    fn apply(&mut self, now: Instant, node: Node, verdict: Verdict) {
         match verdict {
             Verdict::Activated if self.node.state == State::Passive => self.failovers += 1,
             Verdict::SteppedDown => self.step_downs += 1,
             _ => {}
+        }
+        if node.state != self.node.state {
+            self.next_heartbeat = self.next_heartbeat.min(now);
         }
         self.node = node;
     }

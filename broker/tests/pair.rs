@@ -136,7 +136,8 @@ fn lone_backup_never_serves_and_lone_primary_serves_after_expiry() {
         call(&ctx, primary.frontend(), b"y", T).as_deref(),
         Some(&b"y"[..])
     );
-    assert_eq!(primary.status().state, "active");
+    // The status board is published at most every 100 ms: it says so shortly after.
+    wait_state(&primary, "active");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     worker.join().unwrap();
 }
