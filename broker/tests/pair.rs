@@ -141,3 +141,96 @@ fn lone_backup_never_serves_and_lone_primary_serves_after_expiry() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     worker.join().unwrap();
 }
+
+#[test]
+fn garbage_on_the_peer_link_is_counted_and_dropped_and_the_pair_carries_on() {
+    use hearth_proto::peer::{PeerHeartbeat, PeerMessage};
+
+    let (pp, bp) = (free_port(), free_port());
+    let primary = start_broker(pair_config(Role::Primary, pp, bp));
+    let backup = start_broker(pair_config(Role::Backup, bp, pp));
+    wait_state(&primary, "active");
+    wait_state(&backup, "passive");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = echo_worker(primary.frontend().to_owned(), stop.clone());
+    let http = primary.metrics_addr().expect("metrics address");
+
+    // A stranger's PUSH on the primary's peer port: every malformed shape, and a well-formed
+    // heartbeat that claims a state no broker has.
+    let ctx = zmq::Context::new();
+    let stranger = ctx.socket(zmq::PUSH).expect("socket");
+    stranger.set_linger(0).expect("linger");
+    stranger
+        .connect(&format!("tcp://127.0.0.1:{pp}"))
+        .expect("connect");
+    let good = PeerMessage::Heartbeat(PeerHeartbeat {
+        role: "backup".into(),
+        state: "active".into(),
+        term: 99,
+        state_seq: 0,
+        frontend: "tcp://127.0.0.1:1".into(),
+        epoch: 1,
+        beat: 1,
+        heard: 0,
+    })
+    .encode();
+    let bogus = PeerMessage::Heartbeat(PeerHeartbeat {
+        role: "backup".into(),
+        state: "emperor".into(),
+        term: 99,
+        state_seq: 0,
+        frontend: "tcp://127.0.0.1:1".into(),
+        epoch: 1,
+        beat: 1,
+        heard: 0,
+    })
+    .encode();
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("peer_wrong_header", vec![b"HTTP/1.1".to_vec()]),
+        (
+            "peer_unknown_kind",
+            vec![good[0].clone(), b"HELLO".to_vec(), good[2].clone()],
+        ),
+        (
+            "peer_bad_body",
+            vec![good[0].clone(), good[1].clone(), b"d3:foo".to_vec()],
+        ),
+        (
+            "peer_trailing_frames",
+            [&good[..], &[b"extra".to_vec()][..]].concat(),
+        ),
+        ("peer_bad_state", bogus),
+    ];
+    for (reason, frames) in &cases {
+        stranger
+            .send_multipart(frames.iter(), 0)
+            .expect("send garbage");
+        let series = format!("hearth_malformed_messages_total{{reason=\"{reason}\"}}");
+        wait_for(&series, T, || {
+            let v = metric(http, &series);
+            if v >= 1.0 {
+                Ok(())
+            } else {
+                Err(v)
+            }
+        });
+    }
+    // Nothing of it moved either broker: the primary still serves, the backup stays passive.
+    wait_for("worker registered", T, || {
+        let s = primary.status();
+        if s.services.first().is_some_and(|s| s.workers == 1) {
+            Ok(())
+        } else {
+            Err(s.services)
+        }
+    });
+    assert_eq!(
+        call(&ctx, primary.frontend(), b"still here", T).as_deref(),
+        Some(&b"still here"[..])
+    );
+    assert_eq!(primary.status().state, "active");
+    assert_eq!(primary.status().term, 1);
+    assert_eq!(backup.status().state, "passive");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    worker.join().unwrap();
+}
