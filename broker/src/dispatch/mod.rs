@@ -21,8 +21,9 @@ mod builtin;
 mod service;
 #[cfg(test)]
 mod tests;
+mod workers;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use hearth_proto::mmi;
@@ -32,6 +33,7 @@ use tracing::{debug, info, warn};
 
 pub use builtin::BrokerInfo;
 use service::{PendingRequest, Service};
+use workers::Worker;
 
 use crate::metrics::Metrics;
 
@@ -108,17 +110,6 @@ struct HeldReply {
     service: String,
     body: Vec<Frame>,
     received: Instant,
-}
-
-/// A registered worker.
-struct Worker {
-    service: String,
-    /// When the worker is dropped unless heard from.
-    expiry: Instant,
-    /// The requests it holds, in the order it was given them (it runs them in that order).
-    in_flight: VecDeque<PendingRequest>,
-    /// When it last replied: the moment it started on its next request, if one was waiting.
-    last_reply: Option<Instant>,
 }
 
 /// Services kept before unused, never-served ones are forgotten with their series.
@@ -404,236 +395,6 @@ impl Dispatcher {
             orphaned: false,
         });
         self.dispatch(&name, out);
-    }
-
-    fn worker_message(
-        &mut self,
-        now: Instant,
-        from: Identity,
-        msg: WorkerMessage,
-        out: &mut Vec<Action>,
-    ) {
-        let known = self.workers.contains_key(&from);
-        match msg {
-            WorkerMessage::Ready { service } => {
-                if known {
-                    self.delete_worker(&from, Some("second_ready"), out);
-                } else if mmi::is_reserved(&service) {
-                    self.disconnect(from, "reserved_service", out);
-                } else {
-                    self.register(now, from, service, out);
-                }
-            }
-            WorkerMessage::Reply { client, body } => {
-                if !known {
-                    self.disconnect(from, "unknown_worker", out);
-                    return;
-                }
-                self.reply(now, from, client, body, out);
-            }
-            WorkerMessage::Heartbeat => match self.workers.get_mut(&from) {
-                Some(worker) => worker.expiry = now + self.config.heartbeat * self.config.liveness,
-                None => self.disconnect(from, "unknown_worker", out),
-            },
-            WorkerMessage::Disconnect => {
-                if known {
-                    self.delete_worker(&from, None, out);
-                }
-            }
-            WorkerMessage::Request { .. } => {
-                if known {
-                    self.delete_worker(&from, Some("protocol_error"), out);
-                } else {
-                    self.disconnect(from, "protocol_error", out);
-                }
-            }
-        }
-    }
-
-    fn register(&mut self, now: Instant, identity: Identity, name: String, out: &mut Vec<Action>) {
-        let metrics = &self.metrics;
-        let service = self
-            .services
-            .entry(name.clone())
-            .or_insert_with(|| Service::new(metrics.service(&name)));
-        service.add_worker(identity.clone());
-        if self.known_services.insert(name.clone()) {
-            info!(service = %name, "first worker for service");
-        }
-        debug!(worker = %hex(&identity), service = %name, "worker ready");
-        let expiry = now + self.config.heartbeat * self.config.liveness;
-        self.workers.insert(
-            identity,
-            Worker {
-                service: name.clone(),
-                expiry,
-                in_flight: VecDeque::new(),
-                last_reply: None,
-            },
-        );
-        self.dispatch(&name, out);
-    }
-
-    fn reply(
-        &mut self,
-        now: Instant,
-        from: Identity,
-        client: Frame,
-        body: Vec<Frame>,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(worker) = self.workers.get_mut(&from) else {
-            return;
-        };
-        let Some(position) = worker.in_flight.iter().position(|r| r.client == client) else {
-            // A REPLY for no request it holds: the worker is confused; drop it and give
-            // whatever it held to another worker.
-            self.delete_worker(&from, Some("unexpected_reply"), out);
-            return;
-        };
-        worker.expiry = now + self.config.heartbeat * self.config.liveness;
-        let request = worker.in_flight.remove(position);
-        let started = request.as_ref().map_or(now, |r| {
-            worker
-                .last_reply
-                .map_or(r.dispatched, |l| l.max(r.dispatched))
-        });
-        worker.last_reply = Some(now);
-        let remaining = worker.in_flight.len();
-        let name = worker.service.clone();
-        let Some(service) = self.services.get_mut(&name) else {
-            return;
-        };
-        service.record_service_time(now.saturating_duration_since(started));
-        if remaining == 0 {
-            service.room.retain(|w| *w != from);
-            service.idle.push_back(from);
-        } else if !service.room.contains(&from) {
-            service.room.push_back(from);
-        }
-        if request.as_ref().is_some_and(|r| r.orphaned) {
-            // Its client moved on when this broker stopped being active.
-            self.metrics
-                .dropped
-                .with_label_values(&["not_active"])
-                .inc();
-            self.dispatch(&name, out);
-            return;
-        }
-        let received = request.map_or(now, |r| r.received);
-        let held = HeldReply {
-            client,
-            service: name.clone(),
-            body,
-            received,
-        };
-        match self.mode {
-            Mode::Active => self.send_reply(now, held, out),
-            Mode::Paused => self.held_replies.push(held),
-            // Work finished after we stopped being active: the client has moved on to the
-            // active broker; answering now could only mislead it.
-            Mode::Passive => self
-                .metrics
-                .dropped
-                .with_label_values(&["not_active"])
-                .inc(),
-        }
-        self.dispatch(&name, out);
-    }
-
-    /// Hands waiting requests of `name` to its idle workers.
-    fn dispatch(&mut self, name: &str, out: &mut Vec<Action>) {
-        if self.mode != Mode::Active {
-            return;
-        }
-        let Some(service) = self.services.get_mut(name) else {
-            return;
-        };
-        let depth = service.prefetch_depth(self.config.prefetch, self.config.prefetch_budget);
-        while let Some(identity) = service.next_worker(depth > 1) {
-            let Some(worker) = self.workers.get_mut(&identity) else {
-                continue;
-            };
-            // A busy worker queued for room before the depth shrank waits for its replies.
-            if worker.in_flight.len() >= depth {
-                continue;
-            }
-            let Some(mut request) = service.pop_request() else {
-                break;
-            };
-            request.dispatched = self.clock;
-            out.push(Action::ToWorker {
-                worker: identity.clone(),
-                msg: WorkerMessage::Request {
-                    client: request.client.clone(),
-                    body: request.body.clone(),
-                },
-            });
-            worker.in_flight.push_back(request);
-            if worker.in_flight.len() < depth {
-                service.room.push_back(identity);
-            }
-        }
-    }
-
-    /// Removes a worker, sending DISCONNECT with `reason` if given, and dispatches the
-    /// request it held to another worker.
-    fn delete_worker(
-        &mut self,
-        identity: &[u8],
-        reason: Option<&'static str>,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(worker) = self.workers.remove(identity) else {
-            return;
-        };
-        if let Some(reason) = reason {
-            self.disconnect(identity.to_vec(), reason, out);
-        }
-        let Some(service) = self.services.get_mut(&worker.service) else {
-            return;
-        };
-        service.remove_worker(identity);
-        // Back to the head of the queue, in the order they came.
-        for request in worker.in_flight.into_iter().rev() {
-            if self.mode != Mode::Passive && !request.orphaned {
-                service.requeue(request);
-            } else {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["not_active"])
-                    .inc();
-            }
-        }
-        if service.workers == 0 {
-            if let Some(at) = service.next_expiry(self.config.request_expiry) {
-                self.next_expiry = Some(self.next_expiry.map_or(at, |t| t.min(at)));
-            }
-        }
-        self.dispatch(&worker.service, out);
-    }
-
-    fn disconnect(&mut self, worker: Identity, reason: &'static str, out: &mut Vec<Action>) {
-        debug!(worker = %hex(&worker), reason, "sending DISCONNECT");
-        self.metrics.disconnects.with_label_values(&[reason]).inc();
-        out.push(Action::ToWorker {
-            worker,
-            msg: WorkerMessage::Disconnect,
-        });
-    }
-
-    /// Drops workers whose expiry has passed.
-    fn purge_workers(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let expired: Vec<Identity> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.expiry <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for identity in expired {
-            info!(worker = %hex(&identity), "worker expired (missed heartbeats)");
-            self.delete_worker(&identity, Some("expired"), out);
-        }
     }
 
     /// Drops requests that waited too long for a worker-less service; once there are many
