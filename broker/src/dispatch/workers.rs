@@ -133,28 +133,20 @@ impl Dispatcher {
         } else if !service.room.contains(&from) {
             service.room.push_back(from);
         }
-        if request.as_ref().is_some_and(|r| r.orphaned) {
-            // Its client moved on when this broker stopped being active.
-            self.metrics
-                .dropped
-                .with_label_values(&["not_active"])
-                .inc();
-            self.dispatch(&name, out);
-            return;
-        }
-        let received = request.map_or(now, |r| r.received);
+        let orphaned = request.as_ref().is_some_and(|r| r.orphaned);
         let held = HeldReply {
             client,
             service: name.clone(),
             body,
-            received,
+            received: request.map_or(now, |r| r.received),
         };
         match self.mode {
-            Mode::Active => self.send_reply(now, held, out),
-            Mode::Paused => self.held_replies.push(held),
-            // Work finished after we stopped being active: the client has moved on to the
+            Mode::Active if !orphaned => self.send_reply(now, held, out),
+            Mode::Paused if !orphaned => self.held_replies.push(held),
+            // The broker stopped being active since the worker got the request (every
+            // request a passive's workers hold is orphaned): the client has moved on to the
             // active broker; answering now could only mislead it.
-            Mode::Passive => self
+            _ => self
                 .metrics
                 .dropped
                 .with_label_values(&["not_active"])
@@ -216,9 +208,10 @@ impl Dispatcher {
             return;
         };
         service.remove_worker(identity);
-        // Back to the head of the queue, in the order they came.
+        // Back to the head of the queue, in the order they came; orphaned ones (all of a
+        // passive's) are dropped.
         for request in worker.in_flight.into_iter().rev() {
-            if self.mode != Mode::Passive && !request.orphaned {
+            if !request.orphaned {
                 service.requeue(request);
             } else {
                 self.metrics
