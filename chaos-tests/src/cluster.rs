@@ -16,7 +16,7 @@ use hearth_proto::mmi::{MmiCode, MMI_SERVICE, STATUS_SERVICE};
 use hearth_proto::status::BrokerStatus;
 use hearth_proto::{ClientMessage, Limits};
 
-use crate::process::{LogDir, Proc};
+use crate::process::{self, LogDir, Proc};
 use crate::{bin_path, free_port, wait_for};
 
 /// How the broker is configured.
@@ -225,26 +225,8 @@ impl Cluster {
 
     /// Fails if the broker or a worker has exited on its own (a crash), naming it.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        let mut dead = Vec::new();
-        if let Some(broker) = self.broker.as_mut() {
-            if let Some(status) = broker.try_status() {
-                dead.push(format!("{broker:?} exited with {status}"));
-            }
-        }
-        for w in &mut self.workers {
-            if let Some(status) = w.proc.try_status() {
-                dead.push(format!("{:?} exited with {status}", w.proc));
-            }
-        }
-        if dead.is_empty() {
-            Ok(())
-        } else {
-            bail!(
-                "processes ended on their own: {}; logs in {}",
-                dead.join(", "),
-                self.logs.path().display()
-            )
-        }
+        let workers = self.workers.iter_mut().map(|w| &mut w.proc);
+        process::check_alive(self.broker.iter_mut().chain(workers), &self.logs)
     }
 
     /// Asks the broker for its status over ZeroMQ (`hearth.status`).

@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context};
 
 use crate::cluster::{humantime_ms, worker_args, WorkerKind};
 use crate::metrics::BrokerSample;
-use crate::process::{LogDir, Proc};
+use crate::process::{self, LogDir, Proc};
 use crate::{bin_path, free_port, wait_for};
 
 /// One broker of the pair.
@@ -482,28 +482,9 @@ impl Pair {
 
     /// Fails if a broker or worker process ended by itself (a crash), naming it.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        let mut dead = Vec::new();
-        for broker in &mut self.brokers {
-            if let Some(proc) = broker.proc.as_mut() {
-                if let Some(status) = proc.try_status() {
-                    dead.push(format!("{proc:?} exited with {status}"));
-                }
-            }
-        }
-        for w in &mut self.workers {
-            if let Some(status) = w.proc.try_status() {
-                dead.push(format!("{:?} exited with {status}", w.proc));
-            }
-        }
-        if dead.is_empty() {
-            Ok(())
-        } else {
-            bail!(
-                "processes ended on their own: {}; logs in {}",
-                dead.join(", "),
-                self.logs.path().display()
-            )
-        }
+        let brokers = self.brokers.iter_mut().filter_map(|b| b.proc.as_mut());
+        let workers = self.workers.iter_mut().map(|w| &mut w.proc);
+        process::check_alive(brokers.chain(workers), &self.logs)
     }
 
     /// Writes the named broker's role, PID and ports, for the test's event log.

@@ -270,6 +270,30 @@ impl Drop for Proc {
     }
 }
 
+/// Fails, naming each, if any of `procs` ended by itself (a crash): a harness's processes
+/// end only when the test kills or stops them.
+pub fn check_alive<'a>(
+    procs: impl IntoIterator<Item = &'a mut Proc>,
+    logs: &LogDir,
+) -> anyhow::Result<()> {
+    let dead: Vec<String> = procs
+        .into_iter()
+        .filter_map(|proc| {
+            let status = proc.try_status()?;
+            Some(format!("{proc:?} exited with {status}"))
+        })
+        .collect();
+    if dead.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "processes ended on their own: {}; logs in {}",
+            dead.join(", "),
+            logs.path().display()
+        )
+    }
+}
+
 impl std::fmt::Debug for Proc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} (pid {})", self.name, self.pid)

@@ -46,6 +46,17 @@ use rand::{Rng, SeedableRng};
 
 const SLOW_CMD: &str = "sleep 0.1; cat";
 
+/// The traced clients of both tests: an echo client that retries on the other broker after
+/// 1 s, and a probe that keeps many requests on one broker for 8 s a try, so that a frozen
+/// or restarted broker has requests it could answer wrongly.
+fn echo_and_probe_clients() -> (ClientPlan, ClientPlan) {
+    let echo = ClientPlan::new("echo", 2, Duration::from_millis(5)).traced();
+    let probe = ClientPlan::new("echo", 64, Duration::from_millis(50))
+        .try_timeout(Duration::from_secs(8))
+        .traced();
+    (echo, probe)
+}
+
 #[test]
 fn pair_survives_random_broker_and_worker_failures() -> anyhow::Result<()> {
     const TEST: &str = "pair_survives_random_broker_and_worker_failures";
@@ -68,10 +79,7 @@ fn pair_survives_random_broker_and_worker_failures() -> anyhow::Result<()> {
     }
     scenario.settle()?;
 
-    let echo = ClientPlan::new("echo", 2, Duration::from_millis(5)).traced();
-    let probe = ClientPlan::new("echo", 64, Duration::from_millis(50))
-        .try_timeout(Duration::from_secs(8))
-        .traced();
+    let (echo, probe) = echo_and_probe_clients();
     let load = Load::start(
         scenario.pair.context(),
         LoadPlan {
@@ -183,10 +191,7 @@ fn a_primary_restarted_after_an_outage_comes_back_passive() -> anyhow::Result<()
             .add_worker(&WorkerSpec::new("echo", WorkerKind::Echo, Reach::Both))?;
     }
     scenario.settle()?;
-    let echo = ClientPlan::new("echo", 2, Duration::from_millis(5)).traced();
-    let probe = ClientPlan::new("echo", 64, Duration::from_millis(50))
-        .try_timeout(Duration::from_secs(8))
-        .traced();
+    let (echo, probe) = echo_and_probe_clients();
     let load = Load::start(
         scenario.pair.context(),
         LoadPlan {
