@@ -30,6 +30,18 @@ fn wait_state(broker: &BrokerHandle, state: &str) {
     });
 }
 
+/// Waits until `broker` shows one registered worker.
+fn wait_worker(broker: &BrokerHandle) {
+    wait_for("worker registered", T, || {
+        let s = broker.status();
+        if s.services.first().is_some_and(|s| s.workers == 1) {
+            Ok(())
+        } else {
+            Err(s.services)
+        }
+    });
+}
+
 /// Sends one request on a fresh REQ socket; the reply body, or None within `timeout`.
 fn call(ctx: &zmq::Context, endpoint: &str, body: &[u8], timeout: Duration) -> Option<Vec<u8>> {
     let client = raw(ctx, zmq::REQ, endpoint);
@@ -71,14 +83,7 @@ fn pair_settles_serves_from_the_active_and_fails_over() {
         echo_worker(backup.frontend().to_owned(), stop.clone()),
     ];
     for b in [&primary, &backup] {
-        wait_for("worker registered", T, || {
-            let s = b.status();
-            if s.services.first().is_some_and(|s| s.workers == 1) {
-                Ok(())
-            } else {
-                Err(s.services)
-            }
-        });
+        wait_worker(b);
     }
     let ctx = zmq::Context::new();
     assert_eq!(
@@ -216,14 +221,7 @@ fn garbage_on_the_peer_link_is_counted_and_dropped_and_the_pair_carries_on() {
         });
     }
     // Nothing of it moved either broker: the primary still serves, the backup stays passive.
-    wait_for("worker registered", T, || {
-        let s = primary.status();
-        if s.services.first().is_some_and(|s| s.workers == 1) {
-            Ok(())
-        } else {
-            Err(s.services)
-        }
-    });
+    wait_worker(&primary);
     assert_eq!(
         call(&ctx, primary.frontend(), b"still here", T).as_deref(),
         Some(&b"still here"[..])
