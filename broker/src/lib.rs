@@ -18,6 +18,7 @@ pub mod pair;
 pub mod pair_side;
 pub mod peer_link;
 pub mod reactor;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

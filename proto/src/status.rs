@@ -37,6 +37,10 @@ pub struct BrokerStatus {
     /// Times this broker took over from its peer.
     #[serde(default)]
     pub failovers: u64,
+    /// The change feed's PUB endpoint as bound (a wildcard host such as `0.0.0.0` means
+    /// "the host you reached this broker on"), if the broker publishes one.
+    #[serde(default)]
+    pub publish: Option<String>,
 }
 
 /// The Binary Star peer as one broker sees it.
@@ -107,6 +111,7 @@ mod tests {
             }),
             held_requests: 1,
             failovers: 1,
+            publish: Some("tcp://0.0.0.0:5557".into()),
         };
         let bytes = status.to_bencode();
         assert!(bytes.starts_with(b"d"));

@@ -92,6 +92,7 @@ impl Dispatcher {
             peer: self.info.peer.clone(),
             held_requests: self.info.held_requests,
             failovers: self.info.failovers,
+            publish: None,
         }
     }
 }
