@@ -30,41 +30,9 @@
 
 use std::time::Instant;
 
-/// A broker's Binary Star state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Primary at start-up, waiting to hear its peer.
-    Primary,
-    /// Backup at start-up, waiting to hear its peer.
-    Backup,
-    /// Serving clients.
-    Active,
-    /// Standing by: keeps its workers, serves no client request.
-    Passive,
-}
-
-impl State {
-    /// The lower-case name used in heartbeats, status and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Primary => "primary",
-            State::Backup => "backup",
-            State::Active => "active",
-            State::Passive => "passive",
-        }
-    }
-
-    /// Reads [`State::as_str`]'s names.
-    pub fn parse(name: &str) -> Option<State> {
-        match name {
-            "primary" => Some(State::Primary),
-            "backup" => Some(State::Backup),
-            "active" => Some(State::Active),
-            "passive" => Some(State::Passive),
-            _ => None,
-        }
-    }
-}
+/// A broker's Binary Star state: the wire type of `hearth_proto`, so heartbeats, status and
+/// the state machine speak of one enum.
+pub use hearth_proto::status::BStarState as State;
 
 /// What happened: the peer's announced state (with its term), or a client request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

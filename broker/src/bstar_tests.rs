@@ -216,14 +216,6 @@ fn table() {
 }
 
 #[test]
-fn state_names_round_trip() {
-    for s in [State::Primary, State::Backup, State::Active, State::Passive] {
-        assert_eq!(State::parse(s.as_str()), Some(s));
-    }
-    assert_eq!(State::parse("leader"), None);
-}
-
-#[test]
 fn new_nodes_start_by_role() {
     assert_eq!(Node::new(P).state, State::Primary);
     assert_eq!(Node::new(B).state, State::Backup);

@@ -8,32 +8,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-/// Which broker of a pair this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// A single broker with no peer: always active.
-    #[default]
-    Standalone,
-    /// The pair's primary: active by default.
-    Primary,
-    /// The pair's backup: passive until the primary fails.
-    Backup,
-}
-
-impl Role {
-    /// The lower-case name used in status and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Standalone => "standalone",
-            Role::Primary => "primary",
-            Role::Backup => "backup",
-        }
-    }
-}
+/// Which broker this is: standalone, or the primary or backup of a pair (the wire type of
+/// `hearth_proto`, so configuration, heartbeats and status speak of one enum).
+pub use hearth_proto::status::Role;
 
 /// Everything a broker needs to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,7 +105,7 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// standalone (default), primary or backup.
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "ROLE", value_parser = parse_role)]
     pub role: Option<Role>,
     /// ROUTER endpoint for clients and workers [default: tcp://127.0.0.1:5555].
     #[arg(long, value_name = "ENDPOINT")]
@@ -166,6 +146,10 @@ pub struct BrokerArgs {
     /// Directory for the state model's snapshot.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+fn parse_role(name: &str) -> Result<Role, hearth_proto::status::UnknownName> {
+    name.parse()
 }
 
 impl BrokerConfig {

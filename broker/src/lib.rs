@@ -11,11 +11,12 @@
 
 pub mod bstar;
 pub mod config;
+pub mod core;
 pub mod dispatch;
+pub mod effect;
 pub mod http;
 pub mod metrics;
 pub mod pair;
-pub mod pair_side;
 pub mod peer_link;
 pub mod reactor;
 pub mod state;
@@ -32,11 +33,11 @@ use prometheus::Registry;
 
 use bstar::PairRole;
 pub use config::{BrokerArgs, BrokerConfig, Role};
-use dispatch::{BrokerInfo, DispatchConfig, Dispatcher};
+use core::{Core, Identification, PairSide};
+use dispatch::{DispatchConfig, Dispatcher};
 use http::HttpServer;
 use metrics::Metrics;
 use pair::Pair;
-use pair_side::PairSide;
 use peer_link::PeerLink;
 use reactor::{Reactor, StatusBoard};
 
@@ -132,16 +133,14 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     let broker_id = NEXT_BROKER.fetch_add(1, Ordering::Relaxed);
-    let pair = match config.role {
-        Role::Standalone => None,
-        Role::Primary | Role::Backup => Some(open_pair_side(
-            &context, &config, &bound, broker_id, started,
-        )?),
+    let (pair, link) = match config.role {
+        Role::Standalone => (None, None),
+        Role::Primary | Role::Backup => {
+            let (side, link) = open_pair_side(&context, &config, broker_id, started)?;
+            (Some(side), Some(link))
+        }
     };
-    let initial_state = pair.as_ref().map_or("active", |p| p.pair.state().as_str());
-    metrics.set_bstar_state(initial_state);
     let board = StatusBoard::default();
-    let info = BrokerInfo::new(config.role.as_str(), initial_state, &bound, started);
     let dispatch_config = DispatchConfig {
         heartbeat: config.heartbeat,
         liveness: config.liveness,
@@ -149,9 +148,16 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         max_queue: config.max_queue,
         ..DispatchConfig::default()
     };
-    let dispatcher = Dispatcher::new(dispatch_config, metrics.clone(), info, started);
+    let dispatcher = Dispatcher::new(dispatch_config, metrics.clone(), started);
+    let id = Identification {
+        role: config.role,
+        frontend: bound.clone(),
+        publish: None,
+        started,
+    };
+    let core = Core::new(dispatcher, pair, metrics.clone(), id);
     if let Ok(mut status) = board.status.lock() {
-        *status = dispatcher.status(started);
+        *status = core.status(started);
     }
 
     let http = match config.metrics {
@@ -168,7 +174,7 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let reactor = Reactor {
         frontend,
         control,
-        dispatcher,
+        core,
         limits: Limits {
             max_frames: config.max_frames,
             max_frame_size: config.max_frame_size,
@@ -176,7 +182,7 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         metrics,
         board: board.clone(),
         started,
-        pair,
+        link,
     };
     let thread = std::thread::Builder::new()
         .name("hearth-reactor".into())
@@ -187,7 +193,7 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             result
         })
         .map_err(|e| BrokerError::Thread(e.to_string()))?;
-    tracing::info!(frontend = %bound, metrics = ?http.as_ref().map(HttpServer::addr), role = config.role.as_str(), "broker started");
+    tracing::info!(frontend = %bound, metrics = ?http.as_ref().map(HttpServer::addr), role = %config.role, "broker started");
     Ok(BrokerHandle {
         frontend: bound,
         control: Mutex::new(control_sender),
@@ -202,10 +208,9 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
 fn open_pair_side(
     context: &zmq::Context,
     config: &BrokerConfig,
-    frontend: &str,
     id: usize,
     now: Instant,
-) -> Result<PairSide, BrokerError> {
+) -> Result<(PairSide, PeerLink), BrokerError> {
     let (Some(bind), Some(connect)) = (&config.peer_bind, &config.peer_connect) else {
         return Err(config::ConfigError::Invalid(
             "primary and backup need peer_bind and peer_connect".into(),
@@ -226,7 +231,7 @@ fn open_pair_side(
         h.finish()
     };
     let pair = Pair::new(role, config.peer_heartbeat, now, epoch);
-    Ok(PairSide::new(link, pair, role, epoch, frontend.to_owned()))
+    Ok((PairSide::new(pair, role, epoch, connect), link))
 }
 
 impl BrokerHandle {

@@ -4,6 +4,7 @@
 //! Per-service series are resolved once into a [`ServiceMetrics`] and kept with the service,
 //! so the hot path bumps atomics and never looks up a label.
 
+use hearth_proto::status::BStarState;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -210,11 +211,11 @@ impl Metrics {
     }
 
     /// Sets `hearth_bstar_state{state}` to 1 for `current` and 0 for the other states.
-    pub fn set_bstar_state(&self, current: &str) {
-        for state in ["primary", "backup", "active", "passive"] {
+    pub fn set_bstar_state(&self, current: BStarState) {
+        for state in BStarState::ALL {
             self.bstar_state
-                .with_label_values(&[state])
-                .set(i64::from(state == current));
+                .with_label_values(&[state.as_str()])
+                .set(i64::from(*state == current));
         }
     }
 }

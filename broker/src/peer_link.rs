@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use hearth_proto::peer::{PeerHeartbeat, PeerMessage};
+use hearth_proto::peer::PeerMessage;
 use hearth_proto::Frame;
 
 use crate::zmq_err;
@@ -59,8 +59,6 @@ pub struct PeerLink {
     pub(crate) inbound: zmq::Socket,
     pub(crate) outbound: zmq::Socket,
     pub(crate) monitor: zmq::Socket,
-    /// The peer's endpoint, for status and logs.
-    pub(crate) peer_endpoint: String,
     /// Reconnect attempts scheduled since the connection closed (None: connected, or never
     /// connected). The first is scheduled at the close; a second means one failed.
     retries_since_close: Option<u32>,
@@ -117,14 +115,13 @@ impl PeerLink {
             inbound,
             outbound,
             monitor,
-            peer_endpoint: connect.to_owned(),
             retries_since_close: None,
         })
     }
 
     /// Sends a heartbeat if the peer is connected; silently skipped otherwise.
-    pub fn send(&self, heartbeat: PeerHeartbeat) {
-        let frames = PeerMessage::Heartbeat(heartbeat).encode();
+    pub fn send(&self, msg: &PeerMessage) {
+        let frames = msg.encode();
         // EAGAIN: no connection to the peer (ZMQ_IMMEDIATE) or its queue is full; the next
         // heartbeat will say the same, newer.
         let _ = self.outbound.send_multipart(frames, zmq::DONTWAIT);

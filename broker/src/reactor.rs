@@ -1,24 +1,25 @@
 //! The reactor: the one thread that owns the broker's sockets.
 //!
 //! It polls the frontend ROUTER, the control socket and, for a broker of a pair, the peer
-//! link, with a timeout equal to the nearest deadline (so an idle broker wakes only for
-//! heartbeats). Each round it reads the clock once for the stall detector, then the peer's
-//! news *before* any client request (so a broker that was frozen learns it was replaced
-//! before it could answer), then drains the frontend, turning each message into a
-//! dispatcher call and carrying out the [`Action`]s that come back.
+//! link, with a timeout equal to the core's nearest deadline (so an idle broker wakes only
+//! for heartbeats). Each round it reads the clock once for the stall detector, then the
+//! peer's news *before* any client request (so a broker that was frozen learns it was
+//! replaced before it could answer), then drains the frontend, handing each message to the
+//! [`Core`] and carrying out the [`Effect`]s that come back, and ends the round with
+//! [`Core::end_round`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hearth_proto::mmi::STATUS_SERVICE;
+use hearth_proto::peer::PeerMessage;
 use hearth_proto::status::BrokerStatus;
 use hearth_proto::{Inbound, Limits};
 use tracing::{debug, info, warn};
 
-use crate::dispatch::{Action, Dispatcher};
+use crate::core::{Core, Effect};
 use crate::metrics::Metrics;
-use crate::pair_side::PairSide;
+use crate::peer_link::PeerLink;
 
 /// Messages handled per poll before timers are looked at again, so a flood cannot starve
 /// heartbeats.
@@ -35,17 +36,17 @@ pub struct StatusBoard {
     pub last_loop_ms: Arc<AtomicU64>,
 }
 
-/// The reactor's sockets and state.
+/// The reactor's sockets and the core they feed.
 pub struct Reactor {
     pub(crate) frontend: zmq::Socket,
     pub(crate) control: zmq::Socket,
-    pub(crate) dispatcher: Dispatcher,
+    pub(crate) core: Core,
     pub(crate) limits: Limits,
     pub(crate) metrics: Metrics,
     pub(crate) board: StatusBoard,
     pub(crate) started: Instant,
-    /// The Binary Star side, for a primary or backup.
-    pub(crate) pair: Option<PairSide>,
+    /// The Binary Star peer link, for a primary or backup.
+    pub(crate) link: Option<PeerLink>,
 }
 
 impl Reactor {
@@ -53,15 +54,11 @@ impl Reactor {
     /// worker and returns.
     pub fn run(mut self) -> Result<(), zmq::Error> {
         let mut out = Vec::with_capacity(64);
-        let mut retry = Vec::new();
         let mut last_publish = self.started;
         let mut dirty = true;
         loop {
             let now = Instant::now();
-            let mut deadline = self.dispatcher.next_deadline();
-            if let Some(pair) = &self.pair {
-                deadline = deadline.min(pair.next_deadline());
-            }
+            let mut deadline = self.core.next_deadline();
             if dirty {
                 deadline = deadline.min(last_publish + STATUS_REFRESH);
             }
@@ -73,25 +70,19 @@ impl Reactor {
                 break;
             }
             let now = Instant::now();
-            if let Some(pair) = &mut self.pair {
-                pair.observe(now, &mut self.dispatcher, &self.metrics, &mut out);
-                if peer_ready {
-                    pair.drain_link(now, &mut self.dispatcher, &self.metrics, &mut out);
-                    dirty = true;
-                }
+            self.core.observe(now);
+            if peer_ready {
+                self.drain_link(now);
+                dirty = true;
             }
             if frontend_ready {
-                dirty |= self.drain_frontend(&mut out, &mut retry);
+                dirty |= self.drain_frontend(&mut out);
             }
             let now = Instant::now();
-            if let Some(pair) = &mut self.pair {
-                pair.tick(now, &mut self.dispatcher, &self.metrics, &mut out);
-                pair.refresh_info(now, &mut self.dispatcher, &self.metrics);
-            }
-            self.dispatcher.tick(now, &mut out);
+            self.core.tick(now);
+            self.core.end_round(now);
             // Ticks expire workers and requests, which the status board must show too.
-            dirty |= !out.is_empty();
-            self.send_all(&mut out, &mut retry);
+            dirty |= self.send_all(now, &mut out);
             if dirty && now >= last_publish + STATUS_REFRESH {
                 self.publish_status(now);
                 last_publish = now;
@@ -102,10 +93,10 @@ impl Reactor {
         }
         info!(
             "broker stopping: sending DISCONNECT to {} workers",
-            self.dispatcher.worker_count()
+            self.core.worker_count()
         );
-        self.dispatcher.shutdown(&mut out);
-        self.send_all(&mut out, &mut retry);
+        self.core.shutdown();
+        self.send_all(Instant::now(), &mut out);
         self.publish_status(Instant::now());
         Ok(())
     }
@@ -116,9 +107,9 @@ impl Reactor {
             self.frontend.as_poll_item(zmq::POLLIN),
             self.control.as_poll_item(zmq::POLLIN),
         ];
-        if let Some(pair) = &self.pair {
-            items.push(pair.link.inbound.as_poll_item(zmq::POLLIN));
-            items.push(pair.link.monitor.as_poll_item(zmq::POLLIN));
+        if let Some(link) = &self.link {
+            items.push(link.inbound.as_poll_item(zmq::POLLIN));
+            items.push(link.monitor.as_poll_item(zmq::POLLIN));
         }
         match zmq::poll(&mut items, timeout_ms) {
             Ok(_) => {}
@@ -129,8 +120,19 @@ impl Reactor {
         Ok((items[0].is_readable(), items[1].is_readable(), peer))
     }
 
+    /// Reads everything waiting on the peer link and its monitor.
+    fn drain_link(&mut self, now: Instant) {
+        let Some(link) = &mut self.link else { return };
+        while let Some(event) = link.recv_event() {
+            self.core.link_event(now, event);
+        }
+        while let Some(frames) = link.recv() {
+            self.core.peer_message(now, PeerMessage::decode(&frames));
+        }
+    }
+
     /// Handles every message ready on the frontend, up to [`MAX_BATCH`]; true if any came.
-    fn drain_frontend(&mut self, out: &mut Vec<Action>, retry: &mut Vec<Action>) -> bool {
+    fn drain_frontend(&mut self, out: &mut Vec<Effect>) -> bool {
         let mut any = false;
         for _ in 0..MAX_BATCH {
             let mut frames = match self.frontend.recv_multipart(zmq::DONTWAIT) {
@@ -149,54 +151,39 @@ impl Reactor {
             let identity = frames.remove(0);
             let now = Instant::now();
             match Inbound::decode(frames, &self.limits) {
-                Ok(Inbound::Client(msg)) if msg.service != STATUS_SERVICE => match &mut self.pair {
-                    Some(pair) => {
-                        pair.observe(now, &mut self.dispatcher, &self.metrics, out);
-                        pair.client_request(
-                            now,
-                            identity,
-                            msg,
-                            &mut self.dispatcher,
-                            &self.metrics,
-                            out,
-                        );
-                    }
-                    None => self
-                        .dispatcher
-                        .handle(now, identity, Inbound::Client(msg), out),
-                },
-                // Workers register and heartbeat with both brokers of a pair; the status
-                // service answers in every state.
-                Ok(msg) => self.dispatcher.handle(now, identity, msg, out),
-                Err(error) => self.dispatcher.malformed(&identity, &error),
+                Ok(msg) => self.core.frontend(now, identity, msg),
+                Err(error) => self.core.malformed(&identity, &error),
             }
-            self.send_all(out, retry);
+            self.send_all(now, out);
         }
         any
     }
 
-    /// Sends every pending action; a peer the ROUTER cannot reach is reported back to the
-    /// dispatcher, which may produce more actions (a requeued request to another worker).
-    /// Replies to clients go out only while this broker serves.
-    fn send_all(&mut self, out: &mut Vec<Action>, retry: &mut Vec<Action>) {
-        let serving = self.pair.as_ref().is_none_or(|p| p.serving(Instant::now()));
-        while !out.is_empty() {
-            for action in out.drain(..) {
-                let result = match &action {
-                    Action::ToWorker { worker, msg } => send(&self.frontend, worker, &msg.frames()),
-                    Action::ToClient { msg, .. } if !serving && !is_status(msg) => {
-                        // Time alone made us unsure of the peer since the dispatcher was
-                        // last told: keep the reply until the peer's news decides.
-                        if let Action::ToClient { client, msg } = action {
-                            self.dispatcher.hold_reply(Instant::now(), client, msg);
+    /// Carries out every pending effect; a peer the ROUTER cannot reach is reported back
+    /// to the core, which may produce more effects (a requeued request to another worker).
+    /// True if there were any.
+    fn send_all(&mut self, now: Instant, out: &mut Vec<Effect>) -> bool {
+        let mut any = false;
+        loop {
+            self.core.take_effects(now, out);
+            if out.is_empty() {
+                return any;
+            }
+            any = true;
+            for effect in out.drain(..) {
+                let result = match &effect {
+                    Effect::ToWorker { worker, msg } => send(&self.frontend, worker, &msg.frames()),
+                    Effect::ToClient { client, msg } => send(&self.frontend, client, &msg.frames()),
+                    Effect::ToPeer(msg) => {
+                        if let Some(link) = &self.link {
+                            link.send(msg);
                         }
-                        continue;
+                        Ok(())
                     }
-                    Action::ToClient { client, msg } => send(&self.frontend, client, &msg.frames()),
                 };
                 match result {
                     Ok(()) => {}
-                    Err(zmq::Error::EHOSTUNREACH) => self.dispatcher.unreachable(action, retry),
+                    Err(zmq::Error::EHOSTUNREACH) => self.core.unreachable(effect),
                     Err(zmq::Error::EAGAIN) => {
                         debug!("peer's queue is full; message dropped");
                         self.metrics
@@ -213,20 +200,15 @@ impl Reactor {
                     }
                 }
             }
-            std::mem::swap(out, retry);
         }
     }
 
     fn publish_status(&self, now: Instant) {
-        let status = self.dispatcher.status(now);
+        let status = self.core.status(now);
         if let Ok(mut board) = self.board.status.lock() {
             *board = status;
         }
     }
-}
-
-fn is_status(msg: &hearth_proto::ClientMessage) -> bool {
-    msg.service == STATUS_SERVICE
 }
 
 /// Sends one message to `to` through the ROUTER, without blocking.

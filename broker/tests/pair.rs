@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use hearth_broker::{BrokerConfig, BrokerHandle, Role};
+use hearth_proto::status::BStarState;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -22,7 +23,7 @@ fn pair_config(role: Role, own_peer: u16, other_peer: u16) -> impl FnOnce(&mut B
 fn wait_state(broker: &BrokerHandle, state: &str) {
     wait_for(&format!("state {state}"), T, || {
         let status = broker.status();
-        if status.state == state {
+        if status.state.as_str() == state {
             Ok(())
         } else {
             Err(status.state)
@@ -99,8 +100,8 @@ fn pair_settles_serves_from_the_active_and_fails_over() {
     let status = backup.status();
     assert!(status.peer_alive);
     assert_eq!(
-        status.peer.as_ref().map(|p| p.state.as_str()),
-        Some("active")
+        status.peer.as_ref().and_then(|p| p.state),
+        Some(BStarState::Active)
     );
 
     let backup_frontend = backup.frontend().to_owned();
@@ -128,7 +129,7 @@ fn lone_backup_never_serves_and_lone_primary_serves_after_expiry() {
         call(&ctx, backup.frontend(), b"x", Duration::from_millis(800)),
         None
     );
-    assert_eq!(backup.status().state, "backup");
+    assert_eq!(backup.status().state, BStarState::Backup);
     drop(backup);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     worker.join().unwrap();
@@ -169,8 +170,8 @@ fn garbage_on_the_peer_link_is_counted_and_dropped_and_the_pair_carries_on() {
         .connect(&format!("tcp://127.0.0.1:{pp}"))
         .expect("connect");
     let good = PeerMessage::Heartbeat(PeerHeartbeat {
-        role: "backup".into(),
-        state: "active".into(),
+        role: Role::Backup,
+        state: BStarState::Active,
         term: 99,
         state_seq: 0,
         frontend: "tcp://127.0.0.1:1".into(),
@@ -179,17 +180,12 @@ fn garbage_on_the_peer_link_is_counted_and_dropped_and_the_pair_carries_on() {
         heard: 0,
     })
     .encode();
-    let bogus = PeerMessage::Heartbeat(PeerHeartbeat {
-        role: "backup".into(),
-        state: "emperor".into(),
-        term: 99,
-        state_seq: 0,
-        frontend: "tcp://127.0.0.1:1".into(),
-        epoch: 1,
-        beat: 1,
-        heard: 0,
-    })
-    .encode();
+    // A well-formed heartbeat from a broker that claims a state hearth does not know.
+    let bogus = vec![
+        good[0].clone(),
+        good[1].clone(),
+        b"d4:beati1e5:epochi1e8:frontend17:tcp://127.0.0.1:15:heardi0e4:role6:backup5:state7:emperor9:state_seqi0e4:termi99ee".to_vec(),
+    ];
     let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
         ("peer_wrong_header", vec![b"HTTP/1.1".to_vec()]),
         (
@@ -226,9 +222,9 @@ fn garbage_on_the_peer_link_is_counted_and_dropped_and_the_pair_carries_on() {
         call(&ctx, primary.frontend(), b"still here", T).as_deref(),
         Some(&b"still here"[..])
     );
-    assert_eq!(primary.status().state, "active");
+    assert_eq!(primary.status().state, BStarState::Active);
     assert_eq!(primary.status().term, 1);
-    assert_eq!(backup.status().state, "passive");
+    assert_eq!(backup.status().state, BStarState::Passive);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     worker.join().unwrap();
 }

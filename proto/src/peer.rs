@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::status::{BStarState, Role};
 use crate::Frame;
 
 /// Header frame of the peer link.
@@ -28,10 +29,10 @@ pub const MAX_PEER_BODY: usize = 64 * 1024;
 /// What one broker tells the other every peer-heartbeat interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHeartbeat {
-    /// `primary` or `backup`: the sender's configured role.
-    pub role: String,
-    /// `primary`, `backup`, `active` or `passive`: the sender's state.
-    pub state: String,
+    /// The sender's configured role (`primary` or `backup`).
+    pub role: Role,
+    /// The sender's Binary Star state.
+    pub state: BStarState,
     /// The sender's Binary Star term (see the broker's `bstar` module).
     pub term: u64,
     /// The sender's state-model sequence number.
@@ -71,6 +72,9 @@ pub enum PeerDecodeError {
     /// Frames after the body.
     #[error("unexpected frames after the peer message body")]
     TrailingFrames,
+    /// A heartbeat whose role or state is not one hearth knows.
+    #[error("peer heartbeat with an unknown role or state: {0}")]
+    UnknownState(String),
 }
 
 impl PeerDecodeError {
@@ -81,6 +85,7 @@ impl PeerDecodeError {
             PeerDecodeError::UnknownKind => "peer_unknown_kind",
             PeerDecodeError::BadBody(_) => "peer_bad_body",
             PeerDecodeError::TrailingFrames => "peer_trailing_frames",
+            PeerDecodeError::UnknownState(_) => "peer_bad_state",
         }
     }
 }
@@ -117,9 +122,41 @@ impl PeerMessage {
         if frames.len() > 3 {
             return Err(PeerDecodeError::TrailingFrames);
         }
-        let hb = bendy::serde::from_bytes::<PeerHeartbeat>(body)
+        let raw = bendy::serde::from_bytes::<RawHeartbeat>(body)
             .map_err(|e| PeerDecodeError::BadBody(e.to_string()))?;
-        Ok(PeerMessage::Heartbeat(hb))
+        Ok(PeerMessage::Heartbeat(raw.typed()?))
+    }
+}
+
+/// A heartbeat as read, before its names are checked, so an unknown state is told apart
+/// from a body that is not a heartbeat at all.
+#[derive(Deserialize)]
+struct RawHeartbeat {
+    role: String,
+    state: String,
+    term: u64,
+    state_seq: u64,
+    frontend: String,
+    epoch: u64,
+    #[serde(default)]
+    beat: u64,
+    #[serde(default)]
+    heard: u64,
+}
+
+impl RawHeartbeat {
+    fn typed(self) -> Result<PeerHeartbeat, PeerDecodeError> {
+        let unknown = |e: crate::status::UnknownName| PeerDecodeError::UnknownState(e.to_string());
+        Ok(PeerHeartbeat {
+            role: self.role.parse().map_err(unknown)?,
+            state: self.state.parse().map_err(unknown)?,
+            term: self.term,
+            state_seq: self.state_seq,
+            frontend: self.frontend,
+            epoch: self.epoch,
+            beat: self.beat,
+            heard: self.heard,
+        })
     }
 }
 
@@ -130,8 +167,8 @@ mod tests {
 
     fn hb() -> PeerHeartbeat {
         PeerHeartbeat {
-            role: "primary".into(),
-            state: "active".into(),
+            role: Role::Primary,
+            state: BStarState::Active,
             term: 3,
             state_seq: 42,
             frontend: "tcp://127.0.0.1:5555".into(),
@@ -188,7 +225,16 @@ mod tests {
         let body = b"d5:epochi1e8:frontend0:4:role6:backup5:state7:passive9:state_seqi0e4:termi0e5:zzzzzi9ee";
         let frames = vec![PEER_HEADER.to_vec(), HEARTBEAT_KIND.to_vec(), body.to_vec()];
         let PeerMessage::Heartbeat(hb) = PeerMessage::decode(&frames).unwrap();
-        assert_eq!(hb.state, "passive");
+        assert_eq!(hb.state, BStarState::Passive);
+    }
+
+    #[test]
+    fn an_unknown_state_is_its_own_error() {
+        let body = b"d5:epochi1e8:frontend0:4:role6:backup5:state7:emperor9:state_seqi0e4:termi0ee";
+        let frames = vec![PEER_HEADER.to_vec(), HEARTBEAT_KIND.to_vec(), body.to_vec()];
+        let err = PeerMessage::decode(&frames).unwrap_err();
+        assert_eq!(err.reason(), "peer_bad_state");
+        assert!(err.to_string().contains("emperor"), "{err}");
     }
 
     proptest! {

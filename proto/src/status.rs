@@ -5,16 +5,94 @@
 //! `/status` endpoint. Fields added later carry `#[serde(default)]` so that old and new
 //! brokers and clients keep understanding each other.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
+
+/// A broker's configured role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A single broker with no peer: always active.
+    #[default]
+    Standalone,
+    /// The pair's primary: active by default.
+    Primary,
+    /// The pair's backup: passive until the primary fails.
+    Backup,
+}
+
+/// A broker's Binary Star state (a standalone broker is always `Active`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BStarState {
+    /// Primary at start-up, waiting to hear its peer.
+    Primary,
+    /// Backup at start-up, waiting to hear its peer.
+    Backup,
+    /// Serving clients.
+    #[default]
+    Active,
+    /// Standing by: keeps its workers, serves no client request.
+    Passive,
+}
+
+/// A name that is not one of an enum's lower-case names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {name:?} (expected one of: {expected})")]
+pub struct UnknownName {
+    what: &'static str,
+    name: String,
+    expected: &'static str,
+}
+
+macro_rules! lower_case_names {
+    ($ty:ident, $what:literal, $($variant:ident => $name:literal),+) => {
+        impl $ty {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            /// The lower-case name used on the wire, in status and in metrics.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),+ }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownName;
+
+            fn from_str(name: &str) -> Result<$ty, UnknownName> {
+                match name {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(UnknownName {
+                        what: $what,
+                        name: name.to_owned(),
+                        expected: concat!($($name, " "),+),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+lower_case_names!(Role, "role", Standalone => "standalone", Primary => "primary", Backup => "backup");
+lower_case_names!(BStarState, "Binary Star state", Primary => "primary", Backup => "backup", Active => "active", Passive => "passive");
 
 /// What a broker says about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerStatus {
-    /// Configured role: `standalone`, `primary` or `backup`.
-    pub role: String,
+    /// Configured role.
+    pub role: Role,
     /// Current state: `active` for a standalone broker; `primary`, `backup`, `active` or
     /// `passive` for one of a pair.
-    pub state: String,
+    pub state: BStarState,
     /// Whether the pair's peer has been heard from within its expiry (false when standalone).
     pub peer_alive: bool,
     /// The state model's sequence number (0 until the state model exists).
@@ -48,8 +126,8 @@ pub struct BrokerStatus {
 pub struct PeerStatus {
     /// The endpoint this broker connects to (`--peer-connect`).
     pub endpoint: String,
-    /// The state the peer last announced, or `unknown`.
-    pub state: String,
+    /// The state the peer last announced (absent if never heard).
+    pub state: Option<BStarState>,
     /// Milliseconds since the peer was last heard (absent if never).
     pub last_heard_ms: Option<u64>,
     /// Whether the peer counts as alive.
@@ -90,8 +168,8 @@ mod tests {
     #[test]
     fn bencode_round_trip() {
         let status = BrokerStatus {
-            role: "standalone".into(),
-            state: "active".into(),
+            role: Role::Standalone,
+            state: BStarState::Active,
             peer_alive: false,
             state_seq: 7,
             frontend: "tcp://127.0.0.1:5555".into(),
@@ -105,7 +183,7 @@ mod tests {
             term: 2,
             peer: Some(PeerStatus {
                 endpoint: "tcp://127.0.0.1:5556".into(),
-                state: "passive".into(),
+                state: Some(BStarState::Passive),
                 last_heard_ms: Some(300),
                 alive: true,
             }),
@@ -122,8 +200,21 @@ mod tests {
     fn older_records_without_pair_fields_still_decode() {
         let old = b"d8:frontend3:tcp10:peer_alivei0e4:role10:standalone8:servicesle5:state6:active9:state_seqi0e9:uptime_msi5ee";
         let status = BrokerStatus::from_bencode(old).unwrap();
-        assert_eq!(status.role, "standalone");
+        assert_eq!(status.role, Role::Standalone);
         assert_eq!(status.peer, None);
+    }
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_are_refused() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(*role));
+        }
+        for state in BStarState::ALL {
+            assert_eq!(state.to_string().parse::<BStarState>(), Ok(*state));
+        }
+        let err = "leader".parse::<BStarState>().unwrap_err();
+        assert!(err.to_string().contains("leader"), "{err}");
+        assert!("Primary".parse::<Role>().is_err());
     }
 
     #[test]

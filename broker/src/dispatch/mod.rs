@@ -2,7 +2,7 @@
 //!
 //! The reactor decodes what arrives on the frontend and calls [`Dispatcher::handle`] with the
 //! sender's routing id, the message and the current time; it calls [`Dispatcher::tick`] when
-//! [`Dispatcher::next_deadline`] passes. The dispatcher answers with [`Action`]s (messages to
+//! [`Dispatcher::next_deadline`] passes. The dispatcher answers with [`Effect`]s (messages to
 //! send) pushed onto a caller-owned vector, which the reactor carries out. Nothing in here
 //! blocks, reads a clock or touches a socket, so every rule is unit-tested on a fake clock.
 //!
@@ -31,29 +31,12 @@ use hearth_proto::status::ServiceStatus;
 use hearth_proto::{ClientMessage, DecodeError, Frame, Inbound, WorkerMessage};
 use tracing::{debug, info, warn};
 
-pub use builtin::BrokerInfo;
 use service::{PendingRequest, Service};
 use workers::Worker;
 
 use crate::metrics::Metrics;
 
-/// A peer's routing id on the frontend ROUTER.
-pub type Identity = Vec<u8>;
-
-/// Something the reactor must send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Send a worker-protocol message to a worker.
-    ToWorker {
-        worker: Identity,
-        msg: WorkerMessage,
-    },
-    /// Send a reply to a client.
-    ToClient {
-        client: Identity,
-        msg: ClientMessage,
-    },
-}
+pub use crate::effect::{Effect, Identity};
 
 /// The dispatcher's tunables.
 #[derive(Debug, Clone)]
@@ -136,13 +119,11 @@ pub struct Dispatcher {
     mode: Mode,
     /// Replies held while paused.
     held_replies: Vec<HeldReply>,
-    /// What `hearth.status` reports beyond the services.
-    pub info: BrokerInfo,
 }
 
 impl Dispatcher {
     /// A dispatcher with no workers; the first heartbeat is due one interval from `now`.
-    pub fn new(config: DispatchConfig, metrics: Metrics, info: BrokerInfo, now: Instant) -> Self {
+    pub fn new(config: DispatchConfig, metrics: Metrics, now: Instant) -> Self {
         Dispatcher {
             next_heartbeat: now + config.heartbeat,
             config,
@@ -155,7 +136,6 @@ impl Dispatcher {
             clock: now,
             mode: Mode::Active,
             held_replies: Vec::new(),
-            info,
         }
     }
 
@@ -168,7 +148,7 @@ impl Dispatcher {
     /// becoming passive forgets waiting requests and held replies (their clients retry on
     /// the active broker) and orphans the requests workers hold, so none of them is ever
     /// dispatched again or answered. Workers stay registered in every mode.
-    pub fn set_mode(&mut self, mode: Mode, now: Instant, out: &mut Vec<Action>) {
+    pub fn set_mode(&mut self, mode: Mode, now: Instant, out: &mut Vec<Effect>) {
         if mode == self.mode {
             return;
         }
@@ -219,7 +199,7 @@ impl Dispatcher {
         }
     }
 
-    fn send_reply(&mut self, now: Instant, held: HeldReply, out: &mut Vec<Action>) {
+    fn send_reply(&mut self, now: Instant, held: HeldReply, out: &mut Vec<Effect>) {
         if let Some(service) = self.services.get(&held.service) {
             service.metrics.replies.inc();
             service
@@ -227,7 +207,7 @@ impl Dispatcher {
                 .duration
                 .observe(now.saturating_duration_since(held.received).as_secs_f64());
         }
-        out.push(Action::ToClient {
+        out.push(Effect::ToClient {
             client: held.client,
             msg: ClientMessage {
                 service: held.service,
@@ -237,7 +217,7 @@ impl Dispatcher {
     }
 
     /// Handles one decoded message from the frontend peer `from`.
-    pub fn handle(&mut self, now: Instant, from: Identity, msg: Inbound, out: &mut Vec<Action>) {
+    pub fn handle(&mut self, now: Instant, from: Identity, msg: Inbound, out: &mut Vec<Effect>) {
         self.clock = now;
         match msg {
             Inbound::Client(request) => self.client_request(now, from, request, out),
@@ -261,30 +241,32 @@ impl Dispatcher {
 
     /// The frontend could not route a message to `peer` (it is gone): a worker is dropped
     /// at once and its request dispatched again; a reply to a vanished client is counted.
-    pub fn unreachable(&mut self, action: Action, out: &mut Vec<Action>) {
-        match action {
-            Action::ToWorker { worker, .. } => {
+    pub fn unreachable(&mut self, effect: Effect, out: &mut Vec<Effect>) {
+        match effect {
+            Effect::ToWorker { worker, .. } => {
                 if self.workers.contains_key(&worker) {
                     debug!(worker = %hex(&worker), "worker unreachable, dropping it");
                     self.delete_worker(&worker, None, out);
                 }
             }
-            Action::ToClient { .. } => {
+            Effect::ToClient { .. } => {
                 self.metrics
                     .dropped
                     .with_label_values(&["client_gone"])
                     .inc();
             }
+            // Not the frontend's: nothing the dispatcher sent.
+            Effect::ToPeer(_) => {}
         }
     }
 
     /// Sends due heartbeats, drops silent workers and expires old requests.
-    pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Effect>) {
         self.clock = now;
         if now >= self.next_heartbeat {
             self.purge_workers(now, out);
             for worker in self.workers.keys() {
-                out.push(Action::ToWorker {
+                out.push(Effect::ToWorker {
                     worker: worker.clone(),
                     msg: WorkerMessage::Heartbeat,
                 });
@@ -305,9 +287,9 @@ impl Dispatcher {
     }
 
     /// Says goodbye: DISCONNECT to every worker. The dispatcher is empty afterwards.
-    pub fn shutdown(&mut self, out: &mut Vec<Action>) {
+    pub fn shutdown(&mut self, out: &mut Vec<Effect>) {
         for (worker, _) in self.workers.drain() {
-            out.push(Action::ToWorker {
+            out.push(Effect::ToWorker {
                 worker,
                 msg: WorkerMessage::Disconnect,
             });
@@ -346,11 +328,11 @@ impl Dispatcher {
         now: Instant,
         client: Identity,
         request: ClientMessage,
-        out: &mut Vec<Action>,
+        out: &mut Vec<Effect>,
     ) {
         if mmi::is_reserved(&request.service) {
-            let body = self.builtin(now, &request);
-            out.push(Action::ToClient {
+            let body = self.builtin(&request);
+            out.push(Effect::ToClient {
                 client,
                 msg: ClientMessage {
                     service: request.service,

@@ -26,9 +26,8 @@ impl Harness {
             request_expiry: Duration::from_secs(1),
             ..DispatchConfig::default()
         };
-        let info = BrokerInfo::new("standalone", "active", "tcp://test", t0);
         Harness {
-            d: Dispatcher::new(config, metrics, info, t0),
+            d: Dispatcher::new(config, metrics, t0),
             t0,
             registry,
         }
@@ -38,7 +37,7 @@ impl Harness {
         self.t0 + Duration::from_millis(ms)
     }
 
-    fn worker(&mut self, ms: u64, id: &str, msg: WorkerMessage) -> Vec<Action> {
+    fn worker(&mut self, ms: u64, id: &str, msg: WorkerMessage) -> Vec<Effect> {
         let mut out = Vec::new();
         self.d.handle(
             self.at(ms),
@@ -49,7 +48,7 @@ impl Harness {
         out
     }
 
-    fn ready(&mut self, ms: u64, id: &str, service: &str) -> Vec<Action> {
+    fn ready(&mut self, ms: u64, id: &str, service: &str) -> Vec<Effect> {
         self.worker(
             ms,
             id,
@@ -59,7 +58,7 @@ impl Harness {
         )
     }
 
-    fn request(&mut self, ms: u64, client: &str, service: &str, body: &str) -> Vec<Action> {
+    fn request(&mut self, ms: u64, client: &str, service: &str, body: &str) -> Vec<Effect> {
         let mut out = Vec::new();
         let msg = ClientMessage::new(service, body.as_bytes().to_vec());
         self.d.handle(
@@ -71,7 +70,7 @@ impl Harness {
         out
     }
 
-    fn reply(&mut self, ms: u64, worker: &str, client: &str, body: &str) -> Vec<Action> {
+    fn reply(&mut self, ms: u64, worker: &str, client: &str, body: &str) -> Vec<Effect> {
         let msg = WorkerMessage::Reply {
             client: client.as_bytes().to_vec(),
             body: vec![body.as_bytes().to_vec()],
@@ -79,7 +78,7 @@ impl Harness {
         self.worker(ms, worker, msg)
     }
 
-    fn tick(&mut self, ms: u64) -> Vec<Action> {
+    fn tick(&mut self, ms: u64) -> Vec<Effect> {
         let mut out = Vec::new();
         self.d.tick(self.at(ms), &mut out);
         out
@@ -103,14 +102,14 @@ impl Harness {
     }
 }
 
-fn to_worker(id: &str, msg: WorkerMessage) -> Action {
-    Action::ToWorker {
+fn to_worker(id: &str, msg: WorkerMessage) -> Effect {
+    Effect::ToWorker {
         worker: id.as_bytes().to_vec(),
         msg,
     }
 }
 
-fn request_to(worker: &str, client: &str, body: &str) -> Action {
+fn request_to(worker: &str, client: &str, body: &str) -> Effect {
     to_worker(
         worker,
         WorkerMessage::Request {
@@ -120,14 +119,14 @@ fn request_to(worker: &str, client: &str, body: &str) -> Action {
     )
 }
 
-fn reply_to(client: &str, service: &str, body: &str) -> Action {
-    Action::ToClient {
+fn reply_to(client: &str, service: &str, body: &str) -> Effect {
+    Effect::ToClient {
         client: client.as_bytes().to_vec(),
         msg: ClientMessage::new(service, body.as_bytes().to_vec()),
     }
 }
 
-fn disconnect(id: &str) -> Action {
+fn disconnect(id: &str) -> Effect {
     to_worker(id, WorkerMessage::Disconnect)
 }
 
@@ -371,25 +370,6 @@ fn other_mmi_services_answer_501() {
         h.request(0, "C1", "mmi.workers", "echo"),
         vec![reply_to("C1", "mmi.workers", "501")]
     );
-}
-
-#[test]
-fn hearth_status_answers_bencode() {
-    let mut h = Harness::new();
-    h.ready(0, "W1", "echo");
-    h.request(0, "C1", "queued", "x");
-    let out = h.request(5, "C2", "hearth.status", "");
-    let Action::ToClient { msg, .. } = &out[0] else {
-        panic!("{out:?}")
-    };
-    let status = hearth_proto::status::BrokerStatus::from_bencode(&msg.body[0]).unwrap();
-    assert_eq!(status.role, "standalone");
-    assert_eq!(status.state, "active");
-    assert_eq!(status.services.len(), 2);
-    assert_eq!(status.services[0].name, "echo");
-    assert_eq!(status.services[0].workers, 1);
-    assert_eq!(status.services[1].name, "queued");
-    assert_eq!(status.services[1].queue_depth, 1);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use hearth_proto::{mmi, Frame, WorkerMessage};
 use tracing::{debug, info};
 
 use super::service::{PendingRequest, Service};
-use super::{hex, Action, Dispatcher, HeldReply, Identity, Mode};
+use super::{hex, Dispatcher, Effect, HeldReply, Identity, Mode};
 
 /// A registered worker.
 pub(super) struct Worker {
@@ -27,7 +27,7 @@ impl Dispatcher {
         now: Instant,
         from: Identity,
         msg: WorkerMessage,
-        out: &mut Vec<Action>,
+        out: &mut Vec<Effect>,
     ) {
         let known = self.workers.contains_key(&from);
         match msg {
@@ -71,7 +71,7 @@ impl Dispatcher {
         now: Instant,
         identity: Identity,
         name: String,
-        out: &mut Vec<Action>,
+        out: &mut Vec<Effect>,
     ) {
         let metrics = &self.metrics;
         let service = self
@@ -102,7 +102,7 @@ impl Dispatcher {
         from: Identity,
         client: Frame,
         body: Vec<Frame>,
-        out: &mut Vec<Action>,
+        out: &mut Vec<Effect>,
     ) {
         let Some(worker) = self.workers.get_mut(&from) else {
             return;
@@ -156,7 +156,7 @@ impl Dispatcher {
     }
 
     /// Hands waiting requests of `name` to its idle workers.
-    pub(super) fn dispatch(&mut self, name: &str, out: &mut Vec<Action>) {
+    pub(super) fn dispatch(&mut self, name: &str, out: &mut Vec<Effect>) {
         if self.mode != Mode::Active {
             return;
         }
@@ -176,7 +176,7 @@ impl Dispatcher {
                 break;
             };
             request.dispatched = self.clock;
-            out.push(Action::ToWorker {
+            out.push(Effect::ToWorker {
                 worker: identity.clone(),
                 msg: WorkerMessage::Request {
                     client: request.client.clone(),
@@ -196,7 +196,7 @@ impl Dispatcher {
         &mut self,
         identity: &[u8],
         reason: Option<&'static str>,
-        out: &mut Vec<Action>,
+        out: &mut Vec<Effect>,
     ) {
         let Some(worker) = self.workers.remove(identity) else {
             return;
@@ -232,18 +232,18 @@ impl Dispatcher {
         &mut self,
         worker: Identity,
         reason: &'static str,
-        out: &mut Vec<Action>,
+        out: &mut Vec<Effect>,
     ) {
         debug!(worker = %hex(&worker), reason, "sending DISCONNECT");
         self.metrics.disconnects.with_label_values(&[reason]).inc();
-        out.push(Action::ToWorker {
+        out.push(Effect::ToWorker {
             worker,
             msg: WorkerMessage::Disconnect,
         });
     }
 
     /// Drops workers whose expiry has passed.
-    pub(super) fn purge_workers(&mut self, now: Instant, out: &mut Vec<Action>) {
+    pub(super) fn purge_workers(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let expired: Vec<Identity> = self
             .workers
             .iter()

@@ -158,7 +158,7 @@ impl Observed {
     /// The Binary Star state it reported, or `(killed)`, `(frozen)`, `(no answer)`.
     pub fn state(&self) -> &str {
         match self {
-            Observed::Status(status) => &status.state,
+            Observed::Status(status) => status.state.as_str(),
             Observed::Killed => "(killed)",
             Observed::Frozen => "(frozen)",
             Observed::Silent => "(no answer)",
@@ -402,7 +402,7 @@ mod tests {
 
     fn seen(state: &str, peer_alive: bool, workers: u64) -> Observed {
         Observed::Status(BrokerStatus {
-            state: state.into(),
+            state: state.parse().expect("a state name"),
             peer_alive,
             services: vec![ServiceStatus {
                 name: "echo".into(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use hearth_proto::status::BrokerStatus;
+use hearth_proto::status::{BrokerStatus, Role};
 use serde_json::json;
 
 use super::{Connection, Outcome};
@@ -92,9 +92,9 @@ fn render_side_by_side(answers: &[(&str, Result<BrokerStatus, String>)]) -> Stri
         std::iter::once(String::new())
             .chain(answers.iter().map(|(b, _)| (*b).to_owned()))
             .collect::<Vec<_>>(),
-        row("role", &|s| s.role.clone()),
+        row("role", &|s| s.role.to_string()),
     ];
-    let mut state_row = row("state", &|s| s.state.clone());
+    let mut state_row = row("state", &|s| s.state.to_string());
     for (cell, status) in state_row[1..].iter_mut().zip(&statuses) {
         if status.is_none() {
             "unreachable".clone_into(cell);
@@ -104,12 +104,12 @@ fn render_side_by_side(answers: &[(&str, Result<BrokerStatus, String>)]) -> Stri
     let paired = statuses
         .iter()
         .flatten()
-        .any(|s| s.role != "standalone" || s.peer.is_some());
+        .any(|s| s.role != Role::Standalone || s.peer.is_some());
     if paired {
         rows.push(row("peer", &|s| {
             let alive = if s.peer_alive { "alive" } else { "silent" };
             match &s.peer {
-                Some(p) => format!("{alive} ({})", p.state),
+                Some(p) => format!("{alive} ({})", peer_state(p)),
                 None => alive.to_owned(),
             }
         }));
@@ -188,7 +188,7 @@ fn render(broker: &str, s: &BrokerStatus) -> String {
     let uptime = uptime(s.uptime_ms);
     let mut out = format!("broker {broker}\n");
     out += &format!("  role {}, state {}, up {uptime}\n", s.role, s.state);
-    if s.role != "standalone" || s.peer.is_some() {
+    if s.role != Role::Standalone || s.peer.is_some() {
         out += &format!(
             "  peer {}, term {}, failovers {}, held requests {}\n",
             if s.peer_alive { "alive" } else { "silent" },
@@ -201,7 +201,11 @@ fn render(broker: &str, s: &BrokerStatus) -> String {
                 || "never heard".to_owned(),
                 |ms| format!("heard {ms} ms ago"),
             );
-            out += &format!("  peer {} is {}, {heard}\n", peer.endpoint, peer.state);
+            out += &format!(
+                "  peer {} is {}, {heard}\n",
+                peer.endpoint,
+                peer_state(peer)
+            );
         }
     }
     out += &format!("  state seq {}\n", s.state_seq);
@@ -217,6 +221,11 @@ fn render(broker: &str, s: &BrokerStatus) -> String {
     out + "\n"
 }
 
+/// The peer's last announced state, or `unknown` if it was never heard.
+fn peer_state(peer: &hearth_proto::status::PeerStatus) -> &'static str {
+    peer.state.map_or("unknown", |s| s.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,8 +234,8 @@ mod tests {
     #[test]
     fn render_names_role_state_and_services() {
         let status = BrokerStatus {
-            role: "standalone".into(),
-            state: "active".into(),
+            role: Role::Standalone,
+            state: hearth_proto::status::BStarState::Active,
             uptime_ms: 61_500,
             services: vec![ServiceStatus {
                 name: "echo".into(),
@@ -251,19 +260,18 @@ mod tests {
     #[test]
     fn side_by_side_has_a_column_per_broker_and_marks_the_unreachable() {
         let pair_member = |role: &str, state: &str, failovers: u64| BrokerStatus {
-            role: role.into(),
-            state: state.into(),
+            role: role.parse().expect("a role name"),
+            state: state.parse().expect("a state name"),
             peer_alive: true,
             term: 2,
             failovers,
             uptime_ms: 5_000,
             peer: Some(PeerStatus {
-                state: if state == "active" {
-                    "passive"
+                state: Some(if state == "active" {
+                    hearth_proto::status::BStarState::Passive
                 } else {
-                    "active"
-                }
-                .into(),
+                    hearth_proto::status::BStarState::Active
+                }),
                 last_heard_ms: Some(120),
                 ..PeerStatus::default()
             }),

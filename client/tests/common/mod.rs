@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hearth_proto::status::{BrokerStatus, ServiceStatus};
+use hearth_proto::status::{BStarState, BrokerStatus, Role, ServiceStatus};
 
 pub type Frame = Vec<u8>;
 /// A message to send from the ROUTER: the peer's routing id and the frames after it.
@@ -126,8 +126,8 @@ pub fn echo_answer(frames: &[Frame]) -> Vec<Frame> {
 /// The status record [`TestBroker::echo`] serves.
 pub fn sample_status() -> BrokerStatus {
     BrokerStatus {
-        role: "standalone".into(),
-        state: "active".into(),
+        role: Role::Standalone,
+        state: BStarState::Active,
         frontend: "tcp://127.0.0.1:5555".into(),
         uptime_ms: 61_000,
         services: vec![ServiceStatus {

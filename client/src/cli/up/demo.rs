@@ -328,7 +328,7 @@ mod tests {
 
     fn state(s: &str) -> Observed {
         Observed::Status(BrokerStatus {
-            state: s.into(),
+            state: s.parse().expect("a state name"),
             ..BrokerStatus::default()
         })
     }

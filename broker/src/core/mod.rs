@@ -1,0 +1,184 @@
+//! The broker's core: every rule of the broker in one place, free of sockets, files and
+//! clocks.
+//!
+//! The core owns the [`Dispatcher`] (Majordomo routing), the Binary Star side of a pair
+//! (the [`Pair`] driver and what its decisions mean for the dispatcher) and, next, the state
+//! model. The reactor turns what arrives into calls ([`Core::frontend`],
+//! [`Core::peer_message`], [`Core::link_event`], [`Core::tick`], ...) with the time of the
+//! event, and carries out the [`Effect`]s it takes with [`Core::take_effects`] at the end of
+//! each step. Whether replies may go to clients is decided here, once ([`Core::serving`]),
+//! so the fake-clock simulations cover it.
+//!
+//! The reactor ends each poll round with [`Core::end_round`]: the one place where the work
+//! of the round is committed as a group (the state model's writes are flushed once per
+//! round, never once per request).
+
+mod pair;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::time::Instant;
+
+use hearth_proto::mmi::STATUS_SERVICE;
+use hearth_proto::status::{BStarState, Role};
+use hearth_proto::{ClientMessage, DecodeError, Inbound};
+
+use crate::dispatch::{Dispatcher, Mode};
+pub use crate::effect::{Effect, Identity};
+use crate::metrics::Metrics;
+pub use pair::{HeldRequest, PairSide};
+
+/// What the broker is, fixed at start-up: reported in its status.
+#[derive(Debug, Clone)]
+pub struct Identification {
+    /// Configured role.
+    pub role: Role,
+    /// The frontend endpoint, as bound.
+    pub frontend: String,
+    /// The change feed's endpoint, as bound.
+    pub publish: Option<String>,
+    /// When the broker started.
+    pub started: Instant,
+}
+
+/// The broker's rules: dispatcher, Binary Star side, state model.
+pub struct Core {
+    dispatcher: Dispatcher,
+    /// The Binary Star side, for a primary or backup.
+    pair: Option<PairSide>,
+    metrics: Metrics,
+    id: Identification,
+    /// Effects not yet taken by the reactor.
+    effects: Vec<Effect>,
+}
+
+impl Core {
+    /// A core with no workers; `pair` for a primary or backup.
+    pub fn new(
+        dispatcher: Dispatcher,
+        pair: Option<PairSide>,
+        metrics: Metrics,
+        id: Identification,
+    ) -> Core {
+        let core = Core {
+            dispatcher,
+            pair,
+            metrics,
+            id,
+            effects: Vec::with_capacity(64),
+        };
+        core.metrics.set_bstar_state(core.state());
+        core
+    }
+
+    /// The Binary Star state (`Active` for a standalone broker).
+    pub fn state(&self) -> BStarState {
+        self.pair
+            .as_ref()
+            .map_or(BStarState::Active, PairSide::state)
+    }
+
+    /// Whether replies may go to clients now: a standalone broker always; a broker of a
+    /// pair while active and sure its peer has not replaced it. The one place this is
+    /// decided.
+    pub fn serving(&self, now: Instant) -> bool {
+        self.pair.as_ref().is_none_or(|p| p.serving(now))
+    }
+
+    /// Feeds a clock reading to the stall detector; after a stall the dispatcher pauses
+    /// before anything else is handled.
+    pub fn observe(&mut self, now: Instant) {
+        if self.pair.as_mut().is_some_and(|p| p.observe(now)) {
+            self.metrics.stalls.inc();
+            self.settle(now);
+        }
+    }
+
+    /// One decoded message from the frontend peer `from`.
+    pub fn frontend(&mut self, now: Instant, from: Identity, msg: Inbound) {
+        match msg {
+            // The status service answers in every state, also from a passive broker.
+            Inbound::Client(request) if request.service == STATUS_SERVICE => {
+                let body = vec![self.status(now).to_bencode()];
+                self.effects.push(Effect::ToClient {
+                    client: from,
+                    msg: ClientMessage {
+                        service: request.service,
+                        body,
+                    },
+                });
+            }
+            Inbound::Client(request) if self.pair.is_some() => {
+                self.observe(now);
+                self.pair_client_request(now, from, request);
+            }
+            // Workers register and heartbeat with both brokers of a pair.
+            msg => self.dispatcher.handle(now, from, msg, &mut self.effects),
+        }
+    }
+
+    /// A message from the frontend that does not decode: counted, logged once per peer.
+    pub fn malformed(&mut self, from: &[u8], error: &DecodeError) {
+        self.dispatcher.malformed(from, error);
+    }
+
+    /// The reactor could not carry out `effect` because its peer is gone from the ROUTER.
+    pub fn unreachable(&mut self, effect: Effect) {
+        self.dispatcher.unreachable(effect, &mut self.effects);
+    }
+
+    /// Timers: heartbeats to workers and the peer, expiries, held requests.
+    pub fn tick(&mut self, now: Instant) {
+        if self.pair.is_some() {
+            self.pair_tick(now);
+        }
+        self.dispatcher.tick(now, &mut self.effects);
+    }
+
+    /// The end of a poll round: the one place where the round's work is committed as a
+    /// group.
+    pub fn end_round(&mut self, _now: Instant) {}
+
+    /// The next moment [`Core::tick`] has work to do.
+    pub fn next_deadline(&self) -> Instant {
+        let at = self.dispatcher.next_deadline();
+        match &self.pair {
+            Some(pair) => at.min(pair.next_deadline()),
+            None => at,
+        }
+    }
+
+    /// Moves the pending effects to `out`. A reply to a client that may not go out now
+    /// (time alone made this broker unsure of its peer since the dispatcher was last told)
+    /// is kept until the peer's news decides; status replies always go.
+    pub fn take_effects(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        if self.serving(now) {
+            out.append(&mut self.effects);
+            return;
+        }
+        for effect in self.effects.drain(..) {
+            match effect {
+                Effect::ToClient { client, msg } if msg.service != STATUS_SERVICE => {
+                    self.dispatcher.hold_reply(now, client, msg)
+                }
+                effect => out.push(effect),
+            }
+        }
+    }
+
+    /// Says goodbye: DISCONNECT to every worker.
+    pub fn shutdown(&mut self) {
+        self.dispatcher.shutdown(&mut self.effects);
+    }
+
+    /// Number of registered workers.
+    pub fn worker_count(&self) -> usize {
+        self.dispatcher.worker_count()
+    }
+
+    /// Tells the dispatcher what it may do, from the Binary Star side's view.
+    fn set_mode(&mut self, mode: Mode, now: Instant) {
+        self.dispatcher.set_mode(mode, now, &mut self.effects);
+    }
+}

@@ -1,0 +1,275 @@
+//! The core's Binary Star side: the [`Pair`] driver and what its decisions mean for the
+//! dispatcher (its [`Mode`]: active, paused or passive), the peer's heartbeats in and out,
+//! and the requests the driver holds.
+
+use std::time::Instant;
+
+use hearth_proto::peer::{PeerDecodeError, PeerHeartbeat, PeerMessage};
+use hearth_proto::status::{BStarState, Role};
+use hearth_proto::{ClientMessage, Inbound};
+use tracing::{error, info, warn};
+
+use super::Core;
+use crate::bstar::{PairRole, Verdict};
+use crate::dispatch::Mode;
+use crate::effect::{Effect, Identity};
+use crate::pair::{Gate, Pair};
+use crate::peer_link::LinkEvent;
+
+/// A client request the pair driver holds.
+pub struct HeldRequest {
+    pub client: Identity,
+    pub msg: ClientMessage,
+}
+
+/// One broker's side of the pair: the driver and what was last reported of it.
+pub struct PairSide {
+    pair: Pair<HeldRequest>,
+    role: PairRole,
+    epoch: u64,
+    peer_endpoint: String,
+    last_state: BStarState,
+    last_failovers: u64,
+    last_step_downs: u64,
+    logged_fault: bool,
+}
+
+impl PairSide {
+    /// A fresh side for `role`, with its start-up `epoch`, talking to `peer_endpoint`.
+    pub fn new(pair: Pair<HeldRequest>, role: PairRole, epoch: u64, peer_endpoint: &str) -> Self {
+        PairSide {
+            last_state: pair.state(),
+            pair,
+            role,
+            epoch,
+            peer_endpoint: peer_endpoint.to_owned(),
+            last_failovers: 0,
+            last_step_downs: 0,
+            logged_fault: false,
+        }
+    }
+
+    /// The current Binary Star state.
+    pub fn state(&self) -> BStarState {
+        self.pair.state()
+    }
+
+    /// Whether replies may go out (see [`Pair::serving`]).
+    pub fn serving(&self, now: Instant) -> bool {
+        self.pair.serving(now)
+    }
+
+    /// True if the clock reading reveals a stall.
+    pub(super) fn observe(&mut self, now: Instant) -> bool {
+        let stalled = self.pair.observe(now);
+        if stalled {
+            warn!("this broker was not running for a while (stopped or starved): serving nothing until the peer's news arrives");
+        }
+        stalled
+    }
+
+    /// The next moment the driver has work to do.
+    pub fn next_deadline(&self) -> Instant {
+        self.pair.next_deadline()
+    }
+
+    /// Whether the peer is heard from within its expiry.
+    pub fn peer_alive(&self, now: Instant) -> bool {
+        self.pair.peer_alive(now)
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.pair.term()
+    }
+
+    /// Client requests held right now.
+    pub fn held(&self) -> u64 {
+        self.pair.held() as u64
+    }
+
+    /// Times this broker took over.
+    pub fn failovers(&self) -> u64 {
+        self.pair.failovers
+    }
+
+    /// The peer's endpoint, for status.
+    pub fn peer_endpoint(&self) -> &str {
+        &self.peer_endpoint
+    }
+
+    /// The peer's last announced state.
+    pub fn peer_state(&self) -> Option<BStarState> {
+        self.pair.peer_state()
+    }
+
+    /// When the peer was last heard.
+    pub fn last_heard(&self) -> Option<Instant> {
+        self.pair.last_heard()
+    }
+}
+
+impl Core {
+    fn side(&mut self) -> Option<&mut PairSide> {
+        self.pair.as_mut()
+    }
+
+    /// Something the peer link's monitor saw.
+    pub fn link_event(&mut self, now: Instant, event: LinkEvent) {
+        let Some(side) = self.side() else { return };
+        match event {
+            LinkEvent::Disconnected => {
+                info!(peer = %side.peer_endpoint, "peer link closed; reconnecting")
+            }
+            LinkEvent::Gone => {
+                info!(peer = %side.peer_endpoint, "peer link closed and the peer's port refuses connections: the peer counts as expired unless it speaks again");
+                side.pair.peer_disconnected(now);
+            }
+            LinkEvent::Connected => info!(peer = %side.peer_endpoint, "peer link connected"),
+            LinkEvent::Ready => side.pair.peer_link_ready(now),
+            LinkEvent::Other => {}
+        }
+        self.settle(now);
+    }
+
+    /// A message from the peer link, or why it could not be read (counted and dropped).
+    pub fn peer_message(&mut self, now: Instant, msg: Result<PeerMessage, PeerDecodeError>) {
+        match msg {
+            Ok(PeerMessage::Heartbeat(hb)) => self.peer_heartbeat(now, hb),
+            Err(e) => {
+                self.metrics
+                    .malformed
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                warn!(error = %e, "dropping malformed peer message");
+            }
+        }
+        self.settle(now);
+    }
+
+    fn peer_heartbeat(&mut self, now: Instant, hb: PeerHeartbeat) {
+        let metrics = self.metrics.clone();
+        let Some(side) = self.side() else { return };
+        match side
+            .pair
+            .peer_heartbeat(now, hb.state, hb.term, hb.beat, hb.heard)
+        {
+            Ok(Verdict::SteppedDown) => {
+                error!(
+                    peer_term = hb.term,
+                    "split brain: the peer is active in a newer term; stepping down to passive"
+                );
+            }
+            Ok(_) => side.logged_fault = false,
+            Err(fault) => {
+                metrics.dropped.with_label_values(&["peer_fault"]).inc();
+                if !std::mem::replace(&mut side.logged_fault, true) {
+                    error!(%fault, "Binary Star fault");
+                }
+            }
+        }
+    }
+
+    /// A client request to a broker of a pair: served through the dispatcher, held, or
+    /// dropped.
+    pub(super) fn pair_client_request(
+        &mut self,
+        now: Instant,
+        client: Identity,
+        msg: ClientMessage,
+    ) {
+        let Some(side) = self.side() else { return };
+        match side.pair.client_request(now, HeldRequest { client, msg }) {
+            Gate::Serve(r) => {
+                // A request can make a passive active: settle first, so it is dispatched.
+                self.settle(now);
+                self.dispatcher
+                    .handle(now, r.client, Inbound::Client(r.msg), &mut self.effects);
+            }
+            Gate::Held => {}
+            Gate::Refuse(_) => self
+                .metrics
+                .dropped
+                .with_label_values(&["not_active"])
+                .inc(),
+        }
+        self.settle(now);
+    }
+
+    /// Timers of the pair: the heartbeat to the peer, held requests whose fate is known.
+    pub(super) fn pair_tick(&mut self, now: Instant) {
+        let state_seq = 0;
+        let frontend = self.id.frontend.clone();
+        let Some(side) = self.side() else { return };
+        if let Some(beat) = side.pair.tick(now) {
+            let hb = PeerHeartbeat {
+                role: match side.role {
+                    PairRole::Primary => Role::Primary,
+                    PairRole::Backup => Role::Backup,
+                },
+                state: beat.state,
+                term: beat.term,
+                state_seq,
+                frontend,
+                epoch: side.epoch,
+                beat: beat.beat,
+                heard: beat.heard,
+            };
+            self.effects
+                .push(Effect::ToPeer(PeerMessage::Heartbeat(hb)));
+        }
+        self.settle(now);
+        let alive = self.pair.as_ref().is_some_and(|p| p.peer_alive(now));
+        self.metrics.peer_alive.set(i64::from(alive));
+    }
+
+    /// Carries out what the pair driver decided: state changes, released and dropped
+    /// requests, and the dispatcher's mode.
+    pub(super) fn settle(&mut self, now: Instant) {
+        let metrics = self.metrics.clone();
+        let Some(side) = self.pair.as_mut() else {
+            return;
+        };
+        let state = side.pair.state();
+        if state != side.last_state {
+            info!(
+                from = %side.last_state,
+                to = %state,
+                term = side.pair.term(),
+                "Binary Star state change"
+            );
+            metrics.set_bstar_state(state);
+            side.last_state = state;
+        }
+        if side.pair.failovers != side.last_failovers {
+            metrics
+                .failovers
+                .inc_by(side.pair.failovers - side.last_failovers);
+            side.last_failovers = side.pair.failovers;
+        }
+        if side.pair.step_downs != side.last_step_downs {
+            metrics
+                .split_brain
+                .inc_by(side.pair.step_downs - side.last_step_downs);
+            side.last_step_downs = side.pair.step_downs;
+        }
+        let mode = match (state, side.pair.serving(now)) {
+            (BStarState::Active, true) => Mode::Active,
+            (BStarState::Active, false) => Mode::Paused,
+            _ => Mode::Passive,
+        };
+        let released = side.pair.take_released();
+        let dropped = side.pair.take_dropped().len() as u64;
+        self.set_mode(mode, now);
+        for r in released {
+            self.dispatcher
+                .handle(now, r.client, Inbound::Client(r.msg), &mut self.effects);
+        }
+        if dropped > 0 {
+            metrics
+                .dropped
+                .with_label_values(&["peer_serving"])
+                .inc_by(dropped);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! What the broker's core asks the reactor to do: the only way anything leaves the core.
+//!
+//! The core (and the dispatcher inside it) never touches a socket, a file or a clock. It
+//! pushes [`Effect`]s; the reactor carries them out in order. A reply the core cannot give
+//! yet (a state write waits for its flush and the passive's acknowledgement) is simply not
+//! an effect yet: the core keeps it and pushes it when its conditions hold.
+
+use hearth_proto::peer::PeerMessage;
+use hearth_proto::{ClientMessage, WorkerMessage};
+
+/// A peer's routing id on the frontend ROUTER.
+pub type Identity = Vec<u8>;
+
+/// Something the reactor must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send a worker-protocol message to a worker.
+    ToWorker {
+        worker: Identity,
+        msg: WorkerMessage,
+    },
+    /// Send a reply to a client.
+    ToClient {
+        client: Identity,
+        msg: ClientMessage,
+    },
+    /// Send a message to the Binary Star peer.
+    ToPeer(PeerMessage),
+}
