@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+use crate::state::StateLimits;
 
 /// Which broker this is: standalone, or the primary or backup of a pair (the wire type of
 /// `hearth_proto`, so configuration, heartbeats and status speak of one enum).
 pub use hearth_proto::status::Role;
 
 /// Everything a broker needs to run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// `standalone`, `primary` or `backup`.
@@ -50,6 +52,11 @@ pub struct BrokerConfig {
     pub publish: Option<String>,
     /// Directory of the state model's snapshot.
     pub data_dir: Option<PathBuf>,
+    /// Become active even if the state model may be behind the peer's (the restart rule
+    /// would make this broker wait for its peer). Risky: see the README.
+    pub force_active: bool,
+    /// Limits of the state model (`[state]` in the TOML file).
+    pub state: StateLimits,
 }
 
 impl Default for BrokerConfig {
@@ -69,6 +76,8 @@ impl Default for BrokerConfig {
             peer_heartbeat: Duration::from_millis(1000),
             publish: None,
             data_dir: None,
+            force_active: false,
+            state: StateLimits::default(),
         }
     }
 }
@@ -143,9 +152,14 @@ pub struct BrokerArgs {
     /// PUB endpoint for the state model's change feed.
     #[arg(long, value_name = "ENDPOINT")]
     pub publish: Option<String>,
-    /// Directory for the state model's snapshot.
+    /// Directory for the state model's snapshot (without it, the state model lives in
+    /// memory only and is lost when the broker stops).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Become active even if the state model may be behind the peer's. Only when the peer
+    /// is known to be lost for good: acknowledged writes only the peer held are then gone.
+    #[arg(long)]
+    pub force_active: bool,
 }
 
 fn parse_role(name: &str) -> Result<Role, hearth_proto::status::UnknownName> {
@@ -194,6 +208,7 @@ impl BrokerConfig {
             peer_heartbeat
         );
         take_opt!(metrics, peer_bind, peer_connect, publish, data_dir);
+        config.force_active |= args.force_active;
         config.validate()?;
         Ok(config)
     }
@@ -234,6 +249,9 @@ impl BrokerConfig {
                     "--role primary and backup need both --peer-bind and --peer-connect",
                 )
             }
+        }
+        if let Err(e) = self.state.validate() {
+            return Err(ConfigError::Invalid(format!("[state] {}", e.0)));
         }
         if self.peer_heartbeat < Duration::from_millis(10)
             || self.peer_heartbeat > Duration::from_secs(60)

@@ -33,7 +33,7 @@ use prometheus::Registry;
 
 use bstar::PairRole;
 pub use config::{BrokerArgs, BrokerConfig, Role};
-use core::{Core, Identification, PairSide};
+use core::{Core, CoreParts, Identification, PairSide};
 use dispatch::{DispatchConfig, Dispatcher};
 use http::HttpServer;
 use metrics::Metrics;
@@ -62,6 +62,12 @@ pub enum BrokerError {
     /// A thread could not be started or ended by panicking.
     #[error("broker thread: {0}")]
     Thread(String),
+    /// The state model's data dir cannot be used (locked, corrupt, of an unknown format).
+    #[error(transparent)]
+    State(#[from] state::open::OpenError),
+    /// The state model's writer failed: nothing later is durable, so the broker stops.
+    #[error("state store: {0}")]
+    Store(String),
 }
 
 fn zmq_err(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> BrokerError {
@@ -73,7 +79,7 @@ fn zmq_err(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> BrokerError
 pub struct BrokerHandle {
     frontend: String,
     control: Mutex<zmq::Socket>,
-    reactor: Option<JoinHandle<Result<(), zmq::Error>>>,
+    reactor: Option<JoinHandle<Result<(), BrokerError>>>,
     http: Option<HttpServer>,
     registry: Registry,
     board: StatusBoard,
@@ -133,12 +139,32 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     let broker_id = NEXT_BROKER.fetch_add(1, Ordering::Relaxed);
-    let (pair, link) = match config.role {
+    let (mut pair, link) = match config.role {
         Role::Standalone => (None, None),
         Role::Primary | Role::Backup => {
             let (side, link) = open_pair_side(&context, &config, broker_id, started)?;
             (Some(side), Some(link))
         }
+    };
+    let feed = match &config.publish {
+        Some(endpoint) => Some(open_feed(&context, endpoint)?),
+        None => None,
+    };
+    let opened = state::open::open(
+        config.data_dir.as_deref(),
+        config.state.clone(),
+        feed.is_some(),
+        started,
+    )?;
+    if let Some(side) = &mut pair {
+        side.restore_term(opened.term);
+    }
+    let (writer, flushed) = match &opened.store {
+        Some(store) => {
+            let (writer, flushed) = reactor::start_writer(&context, store.clone(), broker_id)?;
+            (Some(writer), Some(flushed))
+        }
+        None => (None, None),
     };
     let board = StatusBoard::default();
     let dispatch_config = DispatchConfig {
@@ -152,10 +178,18 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let id = Identification {
         role: config.role,
         frontend: bound.clone(),
-        publish: None,
+        publish: feed.as_ref().map(|(_, bound)| bound.clone()),
         started,
     };
-    let core = Core::new(dispatcher, pair, metrics.clone(), id);
+    let core = Core::new(CoreParts {
+        dispatcher,
+        pair,
+        metrics: metrics.clone(),
+        id,
+        state: opened.state,
+        peer_heartbeat: config.peer_heartbeat,
+        force_active: config.force_active,
+    });
     if let Ok(mut status) = board.status.lock() {
         *status = core.status(started);
     }
@@ -183,6 +217,9 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         board: board.clone(),
         started,
         link,
+        feed: feed.map(|(socket, _)| socket),
+        writer,
+        flushed,
     };
     let thread = std::thread::Builder::new()
         .name("hearth-reactor".into())
@@ -202,6 +239,23 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         registry,
         board,
     })
+}
+
+/// Binds the change feed's PUB socket; returns it with the endpoint as bound.
+fn open_feed(context: &zmq::Context, endpoint: &str) -> Result<(zmq::Socket, String), BrokerError> {
+    let socket = context.socket(zmq::PUB).map_err(zmq_err("feed socket"))?;
+    socket.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
+    // A slow subscriber loses messages beyond this (and resyncs on the gap); the broker
+    // never waits for one.
+    socket.set_sndhwm(100_000).map_err(zmq_err("ZMQ_SNDHWM"))?;
+    socket
+        .bind(endpoint)
+        .map_err(zmq_err(format!("bind change feed {endpoint}")))?;
+    let bound = socket
+        .get_last_endpoint()
+        .map_err(zmq_err("feed endpoint"))?
+        .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
+    Ok((socket, bound))
 }
 
 /// Opens the peer link and starts the pair driver for a primary or backup.
@@ -276,11 +330,7 @@ impl BrokerHandle {
         }
         let result = match self.reactor.take() {
             Some(thread) => match thread.join() {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(source)) => Err(BrokerError::Zmq {
-                    context: "reactor".into(),
-                    source,
-                }),
+                Ok(result) => result,
                 Err(_) => Err(BrokerError::Thread("reactor panicked".into())),
             },
             None => Ok(()),

@@ -40,6 +40,26 @@ pub struct Metrics {
     pub state_seq: IntGauge,
     /// Keys in the state model.
     pub state_keys: IntGauge,
+    /// Bytes of keys and values in the state model.
+    pub state_bytes: IntGauge,
+    /// Seqs between this broker's state model and its peer's (the passive's lag behind the
+    /// active, as either sees it).
+    pub state_lag: IntGauge,
+    /// Time from a round's writes being handed to the writer to their fsync.
+    pub state_flush: Histogram,
+    /// State requests refused, by reason.
+    pub state_bad_requests: IntCounterVec,
+    /// Writes answered, by outcome (applied, repeat, unchanged).
+    pub state_writes: IntCounterVec,
+    /// Catch-ups of a follower, by how (`tail`: from the change log; `snapshot`), counted
+    /// by the broker that sent them.
+    pub state_catchups: IntCounterVec,
+    /// Snapshots installed from the peer.
+    pub state_snapshots_installed: IntCounter,
+    /// Changes given up after a divergence and kept in the conflict record.
+    pub state_conflicts: IntCounter,
+    /// 1 while the broker may not serve because its state model may be behind its peer's.
+    pub state_waiting: IntGauge,
 }
 
 /// One service's series, resolved once.
@@ -116,6 +136,39 @@ impl Metrics {
         registry.register(Box::new(state_seq.clone()))?;
         let state_keys = IntGauge::new("hearth_state_keys", "Keys in the state model")?;
         registry.register(Box::new(state_keys.clone()))?;
+        let state_bytes = IntGauge::new(
+            "hearth_state_bytes",
+            "Bytes of keys and values in the state model",
+        )?;
+        registry.register(Box::new(state_bytes.clone()))?;
+        let state_lag = IntGauge::new(
+            "hearth_state_replication_lag",
+            "Changes the passive's state model is behind the active's",
+        )?;
+        registry.register(Box::new(state_lag.clone()))?;
+        let state_flush = Histogram::with_opts(
+            HistogramOpts::new(
+                "hearth_state_flush_duration_seconds",
+                "Time from a poll round's state changes reaching the writer to their fsync",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(state_flush.clone()))?;
+        let state_snapshots_installed = IntCounter::new(
+            "hearth_state_snapshots_installed_total",
+            "Snapshots of the state model installed from the peer",
+        )?;
+        registry.register(Box::new(state_snapshots_installed.clone()))?;
+        let state_conflicts = IntCounter::new(
+            "hearth_state_conflicts_total",
+            "State changes given up after the pair diverged, kept in the conflict record",
+        )?;
+        registry.register(Box::new(state_conflicts.clone()))?;
+        let state_waiting = IntGauge::new(
+            "hearth_state_waiting_for_peer",
+            "1 while the broker may not serve because its state model may be behind its peer's",
+        )?;
+        registry.register(Box::new(state_waiting.clone()))?;
         let s = &["service"];
         Ok(Metrics {
             requests: counter(
@@ -180,6 +233,30 @@ impl Metrics {
             peer_alive,
             state_seq,
             state_keys,
+            state_bytes,
+            state_lag,
+            state_flush,
+            state_bad_requests: counter(
+                registry,
+                "hearth_state_bad_requests_total",
+                "State requests refused with an error, by reason",
+                &["reason"],
+            )?,
+            state_writes: counter(
+                registry,
+                "hearth_state_writes_total",
+                "State writes answered, by outcome",
+                &["outcome"],
+            )?,
+            state_catchups: counter(
+                registry,
+                "hearth_state_catchups_total",
+                "Catch-ups sent to the peer's state model, by kind (tail or snapshot)",
+                &["kind"],
+            )?,
+            state_snapshots_installed,
+            state_conflicts,
+            state_waiting,
         })
     }
 

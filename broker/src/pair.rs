@@ -85,6 +85,30 @@ pub struct Pair<T> {
     pub step_downs: u64,
     /// Stalls detected (the process was not running for a while).
     pub stalls: u64,
+    /// What the state model allows (see [`Activation`]).
+    activation: Activation,
+}
+
+/// What the state model allows the Binary Star side, set by the broker's core before each
+/// event: Binary Star alone knows nothing of data, so a broker whose data may be behind
+/// its peer's must not become active however the table says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activation {
+    /// Whether this broker may become active (its data cannot be behind).
+    pub may_activate: bool,
+    /// Whether a backup at start-up may serve alone once its peer has expired (it was
+    /// the active that acknowledged writes alone when it last ran). The guide's Binary
+    /// Star never lets a backup start alone.
+    pub lone_backup_may_serve: bool,
+}
+
+impl Default for Activation {
+    fn default() -> Self {
+        Activation {
+            may_activate: true,
+            lone_backup_may_serve: false,
+        }
+    }
 }
 
 /// Beats kept to match acknowledgements against.
@@ -114,6 +138,47 @@ impl<T> Pair<T> {
             failovers: 0,
             step_downs: 0,
             stalls: 0,
+            activation: Activation::default(),
+        }
+    }
+
+    /// Starts from the highest term this broker knew when it last ran (persisted with the
+    /// state model), so terms keep rising across restarts.
+    pub fn restore_term(&mut self, term: u64) {
+        self.node.term = self.node.term.max(term);
+    }
+
+    /// Sets what the state model allows.
+    pub fn set_activation(&mut self, activation: Activation) {
+        self.activation = activation;
+    }
+
+    /// What the state model allows, as last set.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    /// The table's decision for `event`, with the state model's say over activation.
+    fn decide(&self, event: Event, now: Instant) -> Result<(Node, Verdict), Fault> {
+        let expiry = self.peer_expiry();
+        match transition(self.node, event, now, expiry) {
+            Ok((_, Verdict::Activated)) if !self.activation.may_activate => {
+                Err(Fault::NotServing(self.node.state))
+            }
+            Err(Fault::NotServing(State::Backup))
+                if event == Event::ClientRequest
+                    && now >= expiry
+                    && self.activation.may_activate
+                    && self.activation.lone_backup_may_serve =>
+            {
+                let node = Node {
+                    state: State::Active,
+                    term: self.node.term + 1,
+                    ..self.node
+                };
+                Ok((node, Verdict::Activated))
+            }
+            other => other,
         }
     }
 
@@ -188,7 +253,7 @@ impl<T> Pair<T> {
                 self.hold(request)
             };
         }
-        match transition(self.node, Event::ClientRequest, now, self.peer_expiry()) {
+        match self.decide(Event::ClientRequest, now) {
             Ok((node, verdict)) => {
                 self.apply(now, node, verdict);
                 self.settle_held(now);
@@ -228,12 +293,18 @@ impl<T> Pair<T> {
                 self.acked_at = Some(sent);
             }
         }
-        let (node, verdict) = transition(
-            self.node,
-            Event::from_peer(state, term),
-            now,
-            self.peer_expiry(),
-        )?;
+        let (node, verdict) = match self.decide(Event::from_peer(state, term), now) {
+            // Behind the peer's data: stay as we are (and learn of the peer's term) until
+            // the state model has caught up.
+            Err(Fault::NotServing(_)) => (
+                Node {
+                    term: self.node.term.max(term),
+                    ..self.node
+                },
+                Verdict::Unchanged,
+            ),
+            other => other?,
+        };
         self.apply(now, node, verdict);
         self.settle_held(now);
         Ok(verdict)
@@ -244,6 +315,11 @@ impl<T> Pair<T> {
     /// later, while its own start-up expiry runs.
     pub fn peer_link_ready(&mut self, now: Instant) {
         self.next_heartbeat = self.next_heartbeat.min(now);
+    }
+
+    /// The next heartbeat goes at the next tick (news the peer should have at once).
+    pub fn beat_now(&mut self) {
+        self.next_heartbeat = self.last_reading;
     }
 
     /// The peer-link connection closed: unless a heartbeat follows, the peer is gone.
@@ -258,7 +334,7 @@ impl<T> Pair<T> {
             if self.serving(now) {
                 self.released.extend(self.held.drain(..));
             } else if self.node.state != State::Active && now >= self.peer_expiry() {
-                match transition(self.node, Event::ClientRequest, now, self.peer_expiry()) {
+                match self.decide(Event::ClientRequest, now) {
                     Ok((node, verdict)) => {
                         self.apply(now, node, verdict);
                         self.released.extend(self.held.drain(..));

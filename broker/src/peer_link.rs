@@ -9,7 +9,11 @@
 //!   peer's state within a fraction of a heartbeat, long before its own start-up expiry of
 //!   two heartbeats could let it act alone. (With libzmq's default backoff the peer's first
 //!   heartbeat could come a second after the restart, too late at short heartbeats.)
-//! * `monitor`: the PUSH's socket monitor. When the peer process dies, its kernel closes the
+//! * `replication`: a second PUSH to the same endpoint, for the state model's replication
+//!   (see `hearth_proto::repl`). Its own connection, so a burst of changes never delays a
+//!   heartbeat; also `ZMQ_IMMEDIATE`, with a deep queue. What it cannot send is not lost:
+//!   the follower asks again from its seq.
+//! * `monitor`: the heartbeat PUSH's socket monitor. When the peer process dies, its kernel closes the
 //!   TCP connection at once (DISCONNECTED) and its port refuses the reconnect that follows
 //!   (a second CONNECT_RETRIED with no CONNECTED between): only then does the link report
 //!   [`LinkEvent::Gone`], which the pair driver treats, with no heartbeat after it, as peer
@@ -54,10 +58,15 @@ pub fn reconnect_interval(heartbeat: Duration) -> (i32, i32) {
     (first, max)
 }
 
-/// The peer link's three sockets.
+/// Replication messages queued for the peer at most (each at most a few MiB; usually a
+/// round's changes).
+const REPLICATION_QUEUE: i32 = 1000;
+
+/// The peer link's sockets.
 pub struct PeerLink {
     pub(crate) inbound: zmq::Socket,
     pub(crate) outbound: zmq::Socket,
+    pub(crate) replication: zmq::Socket,
     pub(crate) monitor: zmq::Socket,
     /// Reconnect attempts scheduled since the connection closed (None: connected, or never
     /// connected). The first is scheduled at the close; a second means one failed.
@@ -76,7 +85,7 @@ impl PeerLink {
         let inbound = context.socket(zmq::PULL).map_err(zmq_err("peer socket"))?;
         inbound.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
         inbound
-            .set_maxmsgsize(1 << 20)
+            .set_maxmsgsize(hearth_proto::peer::MAX_REPL_BODY as i64 + (1 << 20))
             .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
         inbound
             .bind(bind)
@@ -92,6 +101,20 @@ impl PeerLink {
             .set_reconnect_ivl(first)
             .map_err(zmq_err("ZMQ_RECONNECT_IVL"))?;
         outbound
+            .set_reconnect_ivl_max(max)
+            .map_err(zmq_err("ZMQ_RECONNECT_IVL_MAX"))?;
+        let replication = context.socket(zmq::PUSH).map_err(zmq_err("peer socket"))?;
+        replication.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
+        replication
+            .set_immediate(true)
+            .map_err(zmq_err("ZMQ_IMMEDIATE"))?;
+        replication
+            .set_sndhwm(REPLICATION_QUEUE)
+            .map_err(zmq_err("ZMQ_SNDHWM"))?;
+        replication
+            .set_reconnect_ivl(first)
+            .map_err(zmq_err("ZMQ_RECONNECT_IVL"))?;
+        replication
             .set_reconnect_ivl_max(max)
             .map_err(zmq_err("ZMQ_RECONNECT_IVL_MAX"))?;
         let monitor_endpoint = format!("inproc://hearth-peer-monitor-{id}");
@@ -111,20 +134,28 @@ impl PeerLink {
         outbound
             .connect(connect)
             .map_err(zmq_err(format!("connect peer endpoint {connect}")))?;
+        replication
+            .connect(connect)
+            .map_err(zmq_err(format!("connect peer endpoint {connect}")))?;
         Ok(PeerLink {
             inbound,
             outbound,
+            replication,
             monitor,
             retries_since_close: None,
         })
     }
 
-    /// Sends a heartbeat if the peer is connected; silently skipped otherwise.
-    pub fn send(&self, msg: &PeerMessage) {
-        let frames = msg.encode();
-        // EAGAIN: no connection to the peer (ZMQ_IMMEDIATE) or its queue is full; the next
-        // heartbeat will say the same, newer.
-        let _ = self.outbound.send_multipart(frames, zmq::DONTWAIT);
+    /// Sends a message to the peer, on the replication connection or the heartbeat one;
+    /// false if it could not go (no connection to the peer, or its queue is full). A
+    /// heartbeat that cannot go is simply skipped: the next one says the same, newer.
+    pub fn send(&self, msg: &PeerMessage) -> bool {
+        let socket = if msg.is_replication() {
+            &self.replication
+        } else {
+            &self.outbound
+        };
+        socket.send_multipart(msg.encode(), zmq::DONTWAIT).is_ok()
     }
 
     /// The next message waiting on the inbound socket, if any.

@@ -20,6 +20,10 @@ use tracing::{debug, info, warn};
 use crate::core::{Core, Effect};
 use crate::metrics::Metrics;
 use crate::peer_link::PeerLink;
+use crate::state::open::unix_ms;
+use crate::state::store::Store;
+use crate::state::writer::{spawn_writer, Writer, WriterReport};
+use crate::{zmq_err, BrokerError};
 
 /// Messages handled per poll before timers are looked at again, so a flood cannot starve
 /// heartbeats.
@@ -47,30 +51,80 @@ pub struct Reactor {
     pub(crate) started: Instant,
     /// The Binary Star peer link, for a primary or backup.
     pub(crate) link: Option<PeerLink>,
+    /// The change feed's PUB socket.
+    pub(crate) feed: Option<zmq::Socket>,
+    /// The state store's writer thread, if there is a data dir...
+    pub(crate) writer: Option<Writer>,
+    /// ...and the socket its reports arrive on.
+    pub(crate) flushed: Option<zmq::Socket>,
+}
+
+/// Starts the writer thread for `store`; its reports wake the reactor through an inproc
+/// PUSH/PULL pair (returned: the PULL end, for the reactor's poll).
+pub(crate) fn start_writer(
+    context: &zmq::Context,
+    store: std::sync::Arc<Store>,
+    id: usize,
+) -> Result<(Writer, zmq::Socket), BrokerError> {
+    let endpoint = format!("inproc://hearth-state-writer-{id}");
+    let pull = context
+        .socket(zmq::PULL)
+        .map_err(zmq_err("writer socket"))?;
+    pull.bind(&endpoint)
+        .map_err(zmq_err("bind writer socket"))?;
+    let push = context
+        .socket(zmq::PUSH)
+        .map_err(zmq_err("writer socket"))?;
+    push.connect(&endpoint)
+        .map_err(zmq_err("connect writer socket"))?;
+    let notify = Box::new(move |report: WriterReport| {
+        let frame = match report {
+            WriterReport::Flushed { round } => {
+                let mut frame = b"F".to_vec();
+                frame.extend_from_slice(&round.to_be_bytes());
+                frame
+            }
+            WriterReport::Failed(message) => {
+                let mut frame = b"E".to_vec();
+                frame.extend_from_slice(message.as_bytes());
+                frame
+            }
+        };
+        // The reactor is gone only when the broker stops: nothing to tell then.
+        let _ = push.send(frame, 0);
+    });
+    let writer = spawn_writer(store, notify)
+        .map_err(|e| BrokerError::Thread(format!("state writer: {e}")))?;
+    Ok((writer, pull))
 }
 
 impl Reactor {
     /// Runs until a message arrives on the control socket, then sends DISCONNECT to every
     /// worker and returns.
-    pub fn run(mut self) -> Result<(), zmq::Error> {
+    pub fn run(mut self) -> Result<(), BrokerError> {
         let mut out = Vec::with_capacity(64);
         let mut last_publish = self.started;
         let mut dirty = true;
         loop {
             let now = Instant::now();
-            let mut deadline = self.core.next_deadline();
+            let mut deadline = self.core.next_deadline(now);
             if dirty {
                 deadline = deadline.min(last_publish + STATUS_REFRESH);
             }
             let timeout = deadline.saturating_duration_since(now);
             // Round up so the loop never spins on a deadline a fraction of a millisecond away.
             let timeout_ms = timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
-            let (frontend_ready, control_ready, peer_ready) = self.poll(timeout_ms)?;
-            if control_ready {
+            let ready = self.poll(timeout_ms).map_err(zmq_err("reactor poll"))?;
+            if ready.control {
                 break;
             }
             let now = Instant::now();
+            self.core.set_wall_clock(now, unix_ms());
             self.core.observe(now);
+            if ready.flushed {
+                dirty |= self.drain_flushed(now)?;
+            }
+            let (frontend_ready, peer_ready) = (ready.frontend, ready.peer);
             if peer_ready {
                 self.drain_link(now);
                 dirty = true;
@@ -98,26 +152,67 @@ impl Reactor {
         self.core.shutdown();
         self.send_all(Instant::now(), &mut out);
         self.publish_status(Instant::now());
+        // What was handed to the writer is written and flushed before the broker exits.
+        if let Some(writer) = self.writer.take() {
+            writer
+                .shutdown()
+                .map_err(|e| BrokerError::Store(e.to_string()))?;
+        }
         Ok(())
     }
 
-    /// Polls every socket; says which are readable (frontend, control, peer link).
-    fn poll(&self, timeout_ms: i64) -> Result<(bool, bool, bool), zmq::Error> {
+    /// Reads the writer's reports: flushed rounds go to the core; a failure stops the
+    /// broker (nothing after it would be durable).
+    fn drain_flushed(&mut self, now: Instant) -> Result<bool, BrokerError> {
+        let Some(socket) = &self.flushed else {
+            return Ok(false);
+        };
+        let mut any = false;
+        while let Ok(frame) = socket.recv_bytes(zmq::DONTWAIT) {
+            match frame.split_first() {
+                Some((b'F', round)) => {
+                    let round = <[u8; 8]>::try_from(round)
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    self.core.flushed(now, round);
+                    any = true;
+                }
+                Some((b'E', message)) => {
+                    return Err(BrokerError::Store(
+                        String::from_utf8_lossy(message).into_owned(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(any)
+    }
+
+    /// Polls every socket; says which are readable.
+    fn poll(&self, timeout_ms: i64) -> Result<Ready, zmq::Error> {
         let mut items = vec![
             self.frontend.as_poll_item(zmq::POLLIN),
             self.control.as_poll_item(zmq::POLLIN),
         ];
+        if let Some(flushed) = &self.flushed {
+            items.push(flushed.as_poll_item(zmq::POLLIN));
+        }
+        let peer_from = items.len();
         if let Some(link) = &self.link {
             items.push(link.inbound.as_poll_item(zmq::POLLIN));
             items.push(link.monitor.as_poll_item(zmq::POLLIN));
         }
         match zmq::poll(&mut items, timeout_ms) {
             Ok(_) => {}
-            Err(zmq::Error::EINTR) => return Ok((false, false, false)),
+            Err(zmq::Error::EINTR) => return Ok(Ready::default()),
             Err(e) => return Err(e),
         }
-        let peer = items.iter().skip(2).any(|i| i.is_readable());
-        Ok((items[0].is_readable(), items[1].is_readable(), peer))
+        Ok(Ready {
+            frontend: items[0].is_readable(),
+            control: items[1].is_readable(),
+            flushed: self.flushed.is_some() && items[2].is_readable(),
+            peer: items[peer_from..].iter().any(|i| i.is_readable()),
+        })
     }
 
     /// Reads everything waiting on the peer link and its monitor.
@@ -171,17 +266,39 @@ impl Reactor {
             }
             any = true;
             for effect in out.drain(..) {
-                let result = match &effect {
-                    Effect::ToWorker { worker, msg } => send(&self.frontend, worker, &msg.frames()),
-                    Effect::ToClient { client, msg } => send(&self.frontend, client, &msg.frames()),
+                let (to, frames) = match &effect {
+                    Effect::ToWorker { worker, msg } => (worker, msg.frames()),
+                    Effect::ToClient { client, msg } => (client, msg.frames()),
                     Effect::ToPeer(msg) => {
-                        if let Some(link) = &self.link {
-                            link.send(msg);
+                        let sent = self.link.as_ref().is_some_and(|link| link.send(msg));
+                        if !sent && msg.is_replication() {
+                            self.core.replication_send_failed(now);
                         }
-                        Ok(())
+                        continue;
+                    }
+                    Effect::Persist(_) => {
+                        let Effect::Persist(persist) = effect else {
+                            continue;
+                        };
+                        let submitted = self
+                            .writer
+                            .as_ref()
+                            .is_some_and(|w| w.submit(persist.round, persist.batch).is_ok());
+                        if !submitted {
+                            warn!("the state writer has stopped; writes are not answered");
+                        }
+                        continue;
+                    }
+                    Effect::Publish(update) => {
+                        if let Some(feed) = &self.feed {
+                            // PUB never blocks; a subscriber over its queue misses this one
+                            // and resyncs on the gap.
+                            let _ = feed.send_multipart(update.encode(), zmq::DONTWAIT);
+                        }
+                        continue;
                     }
                 };
-                match result {
+                match send(&self.frontend, to, &frames) {
                     Ok(()) => {}
                     Err(zmq::Error::EHOSTUNREACH) => self.core.unreachable(effect),
                     Err(zmq::Error::EAGAIN) => {
@@ -209,6 +326,15 @@ impl Reactor {
             *board = status;
         }
     }
+}
+
+/// Which sockets a poll found readable.
+#[derive(Debug, Default)]
+struct Ready {
+    frontend: bool,
+    control: bool,
+    flushed: bool,
+    peer: bool,
 }
 
 /// Sends one message to `to` through the ROUTER, without blocking.

@@ -178,6 +178,8 @@ fn garbage_on_the_peer_link_is_counted_and_dropped_and_the_pair_carries_on() {
         epoch: 1,
         beat: 1,
         heard: 0,
+        last_term: 0,
+        paired: false,
     })
     .encode();
     // A well-formed heartbeat from a broker that claims a state hearth does not know.

@@ -6,6 +6,7 @@
 //! * [`mmi`]: the Majordomo Management Interface (RFC 8) and the other service names the
 //!   broker answers itself.
 //! * [`peer`]: the Binary Star peer link between the two brokers of a pair.
+//! * [`repl`]: the state model's replication between the brokers of a pair.
 //! * [`state`]: the state model's change records and the change feed.
 //! * [`status`]: the broker's status record, served over ZeroMQ (Bencode, by the built-in
 //!   `hearth.status` service) and over HTTP (JSON, at `/status`).
@@ -17,6 +18,7 @@ pub mod error;
 pub mod mdp;
 pub mod mmi;
 pub mod peer;
+pub mod repl;
 pub mod state;
 pub mod status;
 

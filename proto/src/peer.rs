@@ -1,21 +1,25 @@
 //! The Binary Star peer link between the two brokers of a pair.
 //!
-//! Each broker binds a PULL socket on its `--peer-bind` endpoint and connects a PUSH socket
-//! to its peer's. A message is three frames:
+//! Each broker binds a PULL socket on its `--peer-bind` endpoint and connects two PUSH
+//! sockets to its peer's: one for heartbeats (dropped rather than queued when the peer is
+//! away) and one for the state model's replication (see [`crate::repl`]). A message is
+//! three frames:
 //!
 //! | frame | content |
 //! |---|---|
 //! | 0 | `"HEARTH-PEER01"` (protocol and version) |
-//! | 1 | kind: `"HEARTBEAT"` |
-//! | 2 | Bencode dict: the [`PeerHeartbeat`] fields |
+//! | 1 | kind: `"HEARTBEAT"`, `"SYNC"`, `"CHANGES"` or `"SNAPSHOT"` |
+//! | 2 | Bencode dict: the fields of [`PeerHeartbeat`], [`Sync`], [`Changes`] or [`SnapshotChunk`] |
 //!
-//! Heartbeats carry the sender's Binary Star state and term, and the state model's sequence
-//! number so the peer can tell how far behind it is. Unknown dict keys are ignored, so a
-//! newer broker can add fields without breaking an older peer.
+//! Heartbeats carry the sender's Binary Star state and term, and where its state model
+//! stands (seq, the term of its last change, whether it counts the receiver as in sync),
+//! so the peer can tell how far behind it is. Unknown dict keys are ignored, so a newer
+//! broker can add fields without breaking an older peer.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::repl::{Changes, SnapshotChunk, Sync};
 use crate::status::{BStarState, Role};
 use crate::Frame;
 
@@ -23,8 +27,16 @@ use crate::Frame;
 pub const PEER_HEADER: &[u8] = b"HEARTH-PEER01";
 /// Kind frame of a heartbeat.
 pub const HEARTBEAT_KIND: &[u8] = b"HEARTBEAT";
-/// Largest peer message body accepted.
+/// Kind frame of a replication [`Sync`].
+pub const SYNC_KIND: &[u8] = b"SYNC";
+/// Kind frame of replicated [`Changes`].
+pub const CHANGES_KIND: &[u8] = b"CHANGES";
+/// Kind frame of a [`SnapshotChunk`].
+pub const SNAPSHOT_KIND: &[u8] = b"SNAPSHOT";
+/// Largest heartbeat body accepted.
 pub const MAX_PEER_BODY: usize = 64 * 1024;
+/// Largest replication body accepted (a change batch or snapshot part is cut below it).
+pub const MAX_REPL_BODY: usize = 16 << 20;
 
 /// What one broker tells the other every peer-heartbeat interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +60,15 @@ pub struct PeerHeartbeat {
     /// was frozen can tell news sent after it resumed from news queued while it was away.
     #[serde(default)]
     pub heard: u64,
+    /// The term of the sender's last state-model change (with `state_seq`, how new its
+    /// data is: a higher term wins, then a higher seq).
+    #[serde(default)]
+    pub last_term: u64,
+    /// Whether the sender has durably recorded that the receiver is in sync with it (so,
+    /// restarted alone, the sender would wait for the receiver): only then may a passive
+    /// receiver take over when the sender falls silent.
+    #[serde(default)]
+    pub paired: bool,
 }
 
 /// A message on the peer link.
@@ -55,6 +76,12 @@ pub struct PeerHeartbeat {
 pub enum PeerMessage {
     /// The sender's state.
     Heartbeat(PeerHeartbeat),
+    /// Replication: what the follower holds (and acknowledges).
+    Sync(Sync),
+    /// Replication: changes from the source.
+    Changes(Changes),
+    /// Replication: a part of a snapshot from the source.
+    Snapshot(SnapshotChunk),
 }
 
 /// A peer-link message that cannot be used.
@@ -93,14 +120,24 @@ impl PeerDecodeError {
 impl PeerMessage {
     /// The frames of this message.
     pub fn encode(&self) -> Vec<Frame> {
-        match self {
-            PeerMessage::Heartbeat(hb) => {
-                // Strings and integers always serialise; an empty body would be refused by
-                // the peer as malformed, never misread.
-                let body = bendy::serde::to_bytes(hb).unwrap_or_default();
-                vec![PEER_HEADER.to_vec(), HEARTBEAT_KIND.to_vec(), body]
-            }
-        }
+        // Strings, integers and byte strings always serialise; an empty body would be
+        // refused by the peer as malformed, never misread.
+        let (kind, body) = match self {
+            PeerMessage::Heartbeat(hb) => (HEARTBEAT_KIND, bendy::serde::to_bytes(hb)),
+            PeerMessage::Sync(m) => (SYNC_KIND, bendy::serde::to_bytes(m)),
+            PeerMessage::Changes(m) => (CHANGES_KIND, bendy::serde::to_bytes(m)),
+            PeerMessage::Snapshot(m) => (SNAPSHOT_KIND, bendy::serde::to_bytes(m)),
+        };
+        vec![
+            PEER_HEADER.to_vec(),
+            kind.to_vec(),
+            body.unwrap_or_default(),
+        ]
+    }
+
+    /// Whether this message belongs on the replication connection.
+    pub fn is_replication(&self) -> bool {
+        !matches!(self, PeerMessage::Heartbeat(_))
     }
 
     /// Decodes a peer-link message.
@@ -109,22 +146,30 @@ impl PeerMessage {
             Some(h) if h == PEER_HEADER => {}
             _ => return Err(PeerDecodeError::WrongHeader),
         }
-        match frames.get(1) {
-            Some(k) if k == HEARTBEAT_KIND => {}
+        let kind = frames.get(1).ok_or(PeerDecodeError::UnknownKind)?;
+        let limit = match kind.as_slice() {
+            HEARTBEAT_KIND => MAX_PEER_BODY,
+            SYNC_KIND | CHANGES_KIND | SNAPSHOT_KIND => MAX_REPL_BODY,
             _ => return Err(PeerDecodeError::UnknownKind),
-        }
+        };
         let body = frames
             .get(2)
             .ok_or_else(|| PeerDecodeError::BadBody("missing".into()))?;
-        if body.len() > MAX_PEER_BODY {
+        if body.len() > limit {
             return Err(PeerDecodeError::BadBody(format!("{} bytes", body.len())));
         }
         if frames.len() > 3 {
             return Err(PeerDecodeError::TrailingFrames);
         }
-        let raw = bendy::serde::from_bytes::<RawHeartbeat>(body)
-            .map_err(|e| PeerDecodeError::BadBody(e.to_string()))?;
-        Ok(PeerMessage::Heartbeat(raw.typed()?))
+        fn body_of<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PeerDecodeError> {
+            bendy::serde::from_bytes::<T>(body).map_err(|e| PeerDecodeError::BadBody(e.to_string()))
+        }
+        Ok(match kind.as_slice() {
+            HEARTBEAT_KIND => PeerMessage::Heartbeat(body_of::<RawHeartbeat>(body)?.typed()?),
+            SYNC_KIND => PeerMessage::Sync(body_of(body)?),
+            CHANGES_KIND => PeerMessage::Changes(body_of(body)?),
+            _ => PeerMessage::Snapshot(body_of(body)?),
+        })
     }
 }
 
@@ -142,6 +187,10 @@ struct RawHeartbeat {
     beat: u64,
     #[serde(default)]
     heard: u64,
+    #[serde(default)]
+    last_term: u64,
+    #[serde(default)]
+    paired: bool,
 }
 
 impl RawHeartbeat {
@@ -156,6 +205,8 @@ impl RawHeartbeat {
             epoch: self.epoch,
             beat: self.beat,
             heard: self.heard,
+            last_term: self.last_term,
+            paired: self.paired,
         })
     }
 }
@@ -175,6 +226,8 @@ mod tests {
             epoch: 7,
             beat: 11,
             heard: 10,
+            last_term: 2,
+            paired: true,
         }
     }
 
@@ -185,6 +238,70 @@ mod tests {
         assert_eq!(frames[0], b"HEARTH-PEER01");
         assert_eq!(frames[1], b"HEARTBEAT");
         assert_eq!(PeerMessage::decode(&frames), Ok(msg));
+    }
+
+    #[test]
+    fn replication_messages_round_trip() {
+        use crate::repl::{History, SnapshotEntry, SnapshotWrite, TermStart};
+        use crate::state::{Cause, Change, WriteTag};
+        let history = History(vec![TermStart {
+            term: 2,
+            first_seq: 1,
+        }]);
+        let change = Change {
+            seq: 5,
+            term: 2,
+            key: "hall/light".into(),
+            cause: Cause::Set,
+            value: Some(b"i1e".to_vec()),
+            expires_at_ms: None,
+            write: Some(WriteTag {
+                id: vec![0, 255, 7],
+                digest: 1,
+                at_ms: 2,
+            }),
+        };
+        let messages = [
+            PeerMessage::Sync(Sync {
+                seq: 4,
+                history: history.clone(),
+                resend: true,
+            }),
+            PeerMessage::Changes(Changes {
+                changes: vec![
+                    change.clone(),
+                    Change {
+                        seq: 6,
+                        ..change.clone()
+                    },
+                ],
+            }),
+            PeerMessage::Snapshot(SnapshotChunk {
+                seq: 6,
+                history,
+                common: 3,
+                part: 0,
+                last: true,
+                entries: vec![SnapshotEntry {
+                    key: "hall/light".into(),
+                    seq: 6,
+                    value: b"i1e".to_vec(),
+                    expires_at_ms: Some(9),
+                }],
+                writes: vec![SnapshotWrite {
+                    seq: 6,
+                    tag: WriteTag {
+                        id: b"w".to_vec(),
+                        digest: 3,
+                        at_ms: 4,
+                    },
+                }],
+            }),
+        ];
+        for msg in messages {
+            assert!(msg.is_replication());
+            assert_eq!(PeerMessage::decode(&msg.encode()), Ok(msg));
+        }
     }
 
     #[test]
@@ -224,8 +341,11 @@ mod tests {
     fn unknown_keys_are_ignored() {
         let body = b"d5:epochi1e8:frontend0:4:role6:backup5:state7:passive9:state_seqi0e4:termi0e5:zzzzzi9ee";
         let frames = vec![PEER_HEADER.to_vec(), HEARTBEAT_KIND.to_vec(), body.to_vec()];
-        let PeerMessage::Heartbeat(hb) = PeerMessage::decode(&frames).unwrap();
+        let Ok(PeerMessage::Heartbeat(hb)) = PeerMessage::decode(&frames) else {
+            panic!("a heartbeat")
+        };
         assert_eq!(hb.state, BStarState::Passive);
+        assert!(!hb.paired, "an older peer's heartbeat claims no pairing");
     }
 
     #[test]

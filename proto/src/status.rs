@@ -119,6 +119,17 @@ pub struct BrokerStatus {
     /// "the host you reached this broker on"), if the broker publishes one.
     #[serde(default)]
     pub publish: Option<String>,
+    /// Keys in the state model.
+    #[serde(default)]
+    pub state_keys: u64,
+    /// How many changes the passive's state model is behind the active's, as this broker
+    /// last saw it (0 when standalone or in sync).
+    #[serde(default)]
+    pub state_lag: u64,
+    /// Why this broker may not become active now, if it may not: its state model may be
+    /// behind its peer's (the restart rule). Absent when it may.
+    #[serde(default)]
+    pub waiting_for_peer: Option<String>,
 }
 
 /// The Binary Star peer as one broker sees it.
@@ -190,6 +201,9 @@ mod tests {
             held_requests: 1,
             failovers: 1,
             publish: Some("tcp://0.0.0.0:5557".into()),
+            state_keys: 4,
+            state_lag: 2,
+            waiting_for_peer: Some("restarted while its peer may have gone on".into()),
         };
         let bytes = status.to_bencode();
         assert!(bytes.starts_with(b"d"));

@@ -2,8 +2,9 @@
 //! clocks.
 //!
 //! The core owns the [`Dispatcher`] (Majordomo routing), the Binary Star side of a pair
-//! (the [`Pair`] driver and what its decisions mean for the dispatcher) and, next, the state
-//! model. The reactor turns what arrives into calls ([`Core::frontend`],
+//! (the [`crate::pair::Pair`] driver and what its decisions mean for the dispatcher), the
+//! state model with its group commit and deferred replies, and the state model's
+//! replication to the peer. The reactor turns what arrives into calls ([`Core::frontend`],
 //! [`Core::peer_message`], [`Core::link_event`], [`Core::tick`], ...) with the time of the
 //! event, and carries out the [`Effect`]s it takes with [`Core::take_effects`] at the end of
 //! each step. Whether replies may go to clients is decided here, once ([`Core::serving`]),
@@ -14,20 +15,24 @@
 //! round, never once per request).
 
 mod pair;
+mod replication;
+mod state_side;
 mod status;
 #[cfg(test)]
 mod tests;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use hearth_proto::mmi::STATUS_SERVICE;
+use hearth_proto::mmi::{STATE_PREFIX, STATUS_SERVICE};
 use hearth_proto::status::{BStarState, Role};
 use hearth_proto::{ClientMessage, DecodeError, Inbound};
 
 use crate::dispatch::{Dispatcher, Mode};
-pub use crate::effect::{Effect, Identity};
+pub use crate::effect::{Effect, Identity, Persist};
 use crate::metrics::Metrics;
 pub use pair::{HeldRequest, PairSide};
+pub use replication::{read_meta, ConflictRecord, Replication};
+pub use state_side::{StateSide, StateStart, STATE_SNAPSHOT};
 
 /// What the broker is, fixed at start-up: reported in its status.
 #[derive(Debug, Clone)]
@@ -49,26 +54,53 @@ pub struct Core {
     pair: Option<PairSide>,
     metrics: Metrics,
     id: Identification,
+    /// The state model.
+    state: StateSide,
+    /// The state model's replication (for a broker of a pair).
+    repl: Replication,
+    /// The interval of heartbeats to the peer.
+    peer_heartbeat: Duration,
     /// Effects not yet taken by the reactor.
     effects: Vec<Effect>,
 }
 
+/// How the core is put together.
+pub struct CoreParts {
+    /// The dispatcher.
+    pub dispatcher: Dispatcher,
+    /// The Binary Star side, for a primary or backup.
+    pub pair: Option<PairSide>,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// What the broker is.
+    pub id: Identification,
+    /// The state model, restored from the store or empty.
+    pub state: StateSide,
+    /// The interval of heartbeats to the peer.
+    pub peer_heartbeat: Duration,
+    /// `--force-active`: become active even if the state model may be behind the peer's.
+    pub force_active: bool,
+}
+
 impl Core {
-    /// A core with no workers; `pair` for a primary or backup.
-    pub fn new(
-        dispatcher: Dispatcher,
-        pair: Option<PairSide>,
-        metrics: Metrics,
-        id: Identification,
-    ) -> Core {
-        let core = Core {
-            dispatcher,
-            pair,
-            metrics,
-            id,
+    /// A core from its parts.
+    pub fn new(parts: CoreParts) -> Core {
+        let mut core = Core {
+            dispatcher: parts.dispatcher,
+            pair: parts.pair,
+            metrics: parts.metrics,
+            id: parts.id,
+            state: parts.state,
+            repl: Replication {
+                force_active: parts.force_active,
+                ..Replication::default()
+            },
+            peer_heartbeat: parts.peer_heartbeat,
             effects: Vec::with_capacity(64),
         };
         core.metrics.set_bstar_state(core.state());
+        core.state_gauges();
+        core.update_activation(core.id.started);
         core
     }
 
@@ -91,7 +123,25 @@ impl Core {
     pub fn observe(&mut self, now: Instant) {
         if self.pair.as_mut().is_some_and(|p| p.observe(now)) {
             self.metrics.stalls.inc();
+            self.forget_pairing();
+            self.update_activation(now);
             self.settle(now);
+        }
+    }
+
+    /// Re-anchors the wall clock the state model's TTLs and write ids use.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.state.set_wall_clock(now, unix_ms);
+    }
+
+    /// Serves a client request this broker has decided to serve: the state services
+    /// here, everything else through the dispatcher.
+    fn serve(&mut self, now: Instant, client: Identity, request: ClientMessage) {
+        if request.service.starts_with(STATE_PREFIX) {
+            self.state_request(now, client, request);
+        } else {
+            self.dispatcher
+                .handle(now, client, Inbound::Client(request), &mut self.effects);
         }
     }
 
@@ -113,6 +163,7 @@ impl Core {
                 self.observe(now);
                 self.pair_client_request(now, from, request);
             }
+            Inbound::Client(request) => self.serve(now, from, request),
             // Workers register and heartbeat with both brokers of a pair.
             msg => self.dispatcher.handle(now, from, msg, &mut self.effects),
         }
@@ -131,22 +182,38 @@ impl Core {
     /// Timers: heartbeats to workers and the peer, expiries, held requests.
     pub fn tick(&mut self, now: Instant) {
         if self.pair.is_some() {
+            self.update_activation(now);
             self.pair_tick(now);
+            self.replication_tick(now);
         }
+        self.state_timers(now);
         self.dispatcher.tick(now, &mut self.effects);
     }
 
     /// The end of a poll round: the one place where the round's work is committed as a
-    /// group.
-    pub fn end_round(&mut self, _now: Instant) {}
+    /// group. The round's state changes go to the writer in one batch, the active streams
+    /// them to its follower, and replies whose writes are committed go out.
+    pub fn end_round(&mut self, now: Instant) {
+        self.replication_round(now);
+        self.persist_round(now);
+        self.release_committed();
+        self.state_gauges();
+    }
 
-    /// The next moment [`Core::tick`] has work to do.
-    pub fn next_deadline(&self) -> Instant {
-        let at = self.dispatcher.next_deadline();
-        match &self.pair {
-            Some(pair) => at.min(pair.next_deadline()),
-            None => at,
+    /// The next moment after `now` that [`Core::tick`] has work to do.
+    pub fn next_deadline(&self, now: Instant) -> Instant {
+        let mut at = self.dispatcher.next_deadline();
+        if let Some(pair) = &self.pair {
+            at = at.min(pair.next_deadline());
         }
+        // Only a broker that serves expires entries (a passive keeps them for after a
+        // failover).
+        if self.state_writable(now) {
+            if let Some(expiry) = self.state_deadline(now) {
+                at = at.min(expiry);
+            }
+        }
+        at
     }
 
     /// Moves the pending effects to `out`. A reply to a client that may not go out now

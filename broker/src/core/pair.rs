@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use hearth_proto::peer::{PeerDecodeError, PeerHeartbeat, PeerMessage};
 use hearth_proto::status::{BStarState, Role};
-use hearth_proto::{ClientMessage, Inbound};
+use hearth_proto::ClientMessage;
 use tracing::{error, info, warn};
 
 use super::Core;
 use crate::bstar::{PairRole, Verdict};
 use crate::dispatch::Mode;
 use crate::effect::{Effect, Identity};
-use crate::pair::{Gate, Pair};
+use crate::pair::{Activation, Gate, Pair};
 use crate::peer_link::LinkEvent;
 
 /// A client request the pair driver holds.
@@ -107,6 +107,21 @@ impl PairSide {
     pub fn last_heard(&self) -> Option<Instant> {
         self.pair.last_heard()
     }
+
+    /// Sends the next heartbeat at the next tick.
+    pub fn beat_now(&mut self) {
+        self.pair.beat_now();
+    }
+
+    /// Starts from the highest term known when the broker last ran.
+    pub fn restore_term(&mut self, term: u64) {
+        self.pair.restore_term(term);
+    }
+
+    /// What the state model allows the driver (see [`Activation`]).
+    pub fn set_activation(&mut self, activation: Activation) {
+        self.pair.set_activation(activation);
+    }
 }
 
 impl Core {
@@ -135,7 +150,11 @@ impl Core {
     /// A message from the peer link, or why it could not be read (counted and dropped).
     pub fn peer_message(&mut self, now: Instant, msg: Result<PeerMessage, PeerDecodeError>) {
         match msg {
-            Ok(PeerMessage::Heartbeat(hb)) => self.peer_heartbeat(now, hb),
+            Ok(PeerMessage::Heartbeat(hb)) => {
+                self.heartbeat_news(now, &hb);
+                self.peer_heartbeat(now, hb);
+            }
+            Ok(msg) => self.replication_message(now, msg),
             Err(e) => {
                 self.metrics
                     .malformed
@@ -183,8 +202,7 @@ impl Core {
             Gate::Serve(r) => {
                 // A request can make a passive active: settle first, so it is dispatched.
                 self.settle(now);
-                self.dispatcher
-                    .handle(now, r.client, Inbound::Client(r.msg), &mut self.effects);
+                self.serve(now, r.client, r.msg);
             }
             Gate::Held => {}
             Gate::Refuse(_) => self
@@ -198,23 +216,26 @@ impl Core {
 
     /// Timers of the pair: the heartbeat to the peer, held requests whose fate is known.
     pub(super) fn pair_tick(&mut self, now: Instant) {
-        let state_seq = 0;
+        self.announce_pairing();
         let frontend = self.id.frontend.clone();
         let Some(side) = self.side() else { return };
         if let Some(beat) = side.pair.tick(now) {
-            let hb = PeerHeartbeat {
+            let mut hb = PeerHeartbeat {
                 role: match side.role {
                     PairRole::Primary => Role::Primary,
                     PairRole::Backup => Role::Backup,
                 },
                 state: beat.state,
                 term: beat.term,
-                state_seq,
+                state_seq: 0,
                 frontend,
                 epoch: side.epoch,
                 beat: beat.beat,
                 heard: beat.heard,
+                last_term: 0,
+                paired: false,
             };
+            self.heartbeat_data(&mut hb);
             self.effects
                 .push(Effect::ToPeer(PeerMessage::Heartbeat(hb)));
         }
@@ -231,9 +252,10 @@ impl Core {
             return;
         };
         let state = side.pair.state();
-        if state != side.last_state {
+        let changed = (state != side.last_state).then_some(side.last_state);
+        if let Some(from) = changed {
             info!(
-                from = %side.last_state,
+                from = %from,
                 to = %state,
                 term = side.pair.term(),
                 "Binary Star state change"
@@ -241,6 +263,7 @@ impl Core {
             metrics.set_bstar_state(state);
             side.last_state = state;
         }
+        let term = side.pair.term();
         if side.pair.failovers != side.last_failovers {
             metrics
                 .failovers
@@ -260,10 +283,13 @@ impl Core {
         };
         let released = side.pair.take_released();
         let dropped = side.pair.take_dropped().len() as u64;
+        self.state.write_term(term);
+        if let Some(from) = changed {
+            self.state_changed(from, state, now);
+        }
         self.set_mode(mode, now);
         for r in released {
-            self.dispatcher
-                .handle(now, r.client, Inbound::Client(r.msg), &mut self.effects);
+            self.serve(now, r.client, r.msg);
         }
         if dropped > 0 {
             metrics

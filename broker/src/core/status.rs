@@ -14,7 +14,7 @@ impl Core {
             role: self.id.role,
             state: BStarState::Active,
             peer_alive: false,
-            state_seq: 0,
+            state_seq: self.state.seq(),
             frontend: self.id.frontend.clone(),
             uptime_ms: now.saturating_duration_since(self.id.started).as_millis() as u64,
             services: self.dispatcher.service_status(),
@@ -23,6 +23,9 @@ impl Core {
             held_requests: 0,
             failovers: 0,
             publish: self.id.publish.clone(),
+            state_keys: self.state.model().len() as u64,
+            state_lag: 0,
+            waiting_for_peer: self.waiting_reason().map(str::to_owned),
         };
         if let Some(pair) = &self.pair {
             let alive = pair.peer_alive(now);
@@ -31,6 +34,7 @@ impl Core {
             status.term = pair.term();
             status.held_requests = pair.held();
             status.failovers = pair.failovers();
+            status.state_lag = self.state_lag();
             status.peer = Some(PeerStatus {
                 endpoint: pair.peer_endpoint().to_owned(),
                 state: pair.peer_state(),

@@ -39,7 +39,27 @@ fn core(role: Role, t0: Instant) -> Core {
         publish: Some("tcp://0.0.0.0:5557".into()),
         started: t0,
     };
-    Core::new(dispatcher, pair, metrics, id)
+    let state = StateSide::new(
+        crate::state::StateModel::new(Default::default()),
+        Default::default(),
+        StateStart {
+            durable: false,
+            feed: false,
+            standing: None,
+            term: 0,
+            now: t0,
+            wall_ms: 1_800_000_000_000,
+        },
+    );
+    Core::new(CoreParts {
+        dispatcher,
+        pair,
+        metrics,
+        id,
+        state,
+        peer_heartbeat: HB,
+        force_active: false,
+    })
 }
 
 fn request(core: &mut Core, now: Instant, client: &str, service: &str, body: &[u8]) {
@@ -69,6 +89,8 @@ fn heartbeat(state: BStarState, term: u64, beat: u64, heard: u64) -> PeerMessage
         epoch: 9,
         beat,
         heard,
+        last_term: 0,
+        paired: false,
     })
 }
 

@@ -256,7 +256,7 @@ impl Dispatcher {
                     .inc();
             }
             // Not the frontend's: nothing the dispatcher sent.
-            Effect::ToPeer(_) => {}
+            Effect::ToPeer(_) | Effect::Persist(_) | Effect::Publish(_) => {}
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod procs;
+pub mod writes;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,1014 @@
+//! The state model's durable store: one sled tree under `--data-dir`.
+//!
+//! Everything a broker must find again after kill -9 lives in one sled `Tree`, told apart by
+//! key prefix so that every [`Batch`] lands with one atomic `Tree::apply_batch`:
+//!
+//! | key | value |
+//! |---|---|
+//! | `k/<key>` | the entry, a [`StoredEntry`] (Bencode) |
+//! | `l/<seq, 8 bytes big-endian>` | the change log: the encoded [`Change`], the last `log_keep` of them |
+//! | `w/<write id>` | a remembered write id: `{seq, digest, at_ms}` (Bencode) |
+//! | `m/<name>` | metadata the broker core owns, opaque here; `m/format` = [`FORMAT`] |
+//! | `c/<counter, 8 bytes big-endian>` | conflict records, opaque, in the order they were added |
+//! | `s/last-seq` | the store's own bookkeeping: the seq of the last change it holds |
+//! | `s/batches` | the store's own bookkeeping: how many batches were ever written |
+//!
+//! On disk, `<data dir>` holds `state.sled/` (sled's files), `hearth.lock` (a `flock`ed
+//! file naming the pid of the broker using the dir), `hearth.flushed` (see below) and, only
+//! while a new store is being created, `state.sled.creating`. [`Store::open`] refuses, with a [`StoreError`] that names
+//! the dir and says what to do, a dir in use, a damaged store, and a dir that is not
+//! hearth's; it never panics and never replaces data with an empty store.
+//!
+//! sled treats a damaged end of its log like a write torn by a crash: it opens the store as
+//! it was before, without an error (cutting `db` in half loses every entry silently). So
+//! after each flush the store writes the number of batches flushed to `hearth.flushed`
+//! (outside sled, no fsync of its own: it only ever claims what sled already fsynced), and
+//! [`Store::open`] refuses a store whose `s/batches` is lower: flushed writes are missing.
+//!
+//! sled 0.34 can panic on some damaged files; every call into it here runs under
+//! `catch_unwind`, which turns the panic into [`StoreError::Corrupt`]. The process's panic
+//! hook still runs first: the default hook prints `thread '<name>' panicked at <sled source
+//! file>:<line>: <message>` (and a note about `RUST_BACKTRACE`) to stderr before the error
+//! is reported. sled also stops on the first unreadable page, so every scan here stops at
+//! its first error (a sled iterator keeps yielding the same error if asked again).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hearth_proto::state::{Change, WriteTag};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The value of `m/format` in every store this code writes.
+pub const FORMAT: &[u8] = b"hearth-state/1";
+/// How many changes the log keeps by default.
+pub const DEFAULT_LOG_KEEP: u64 = 100_000;
+
+/// sled's files, inside the data dir.
+const SLED_DIR: &str = "state.sled";
+/// Present only while a new store is created: a store found next to it never finished
+/// being created, held nothing yet, and is made again.
+const CREATING: &str = "state.sled.creating";
+/// The `flock`ed file that keeps two brokers off one data dir.
+const LOCK_FILE: &str = "hearth.lock";
+/// How many batches sled had flushed, as a decimal number: a floor for `s/batches`.
+const FLUSHED: &str = "hearth.flushed";
+/// What a mount point may hold besides hearth's files.
+const IGNORED: &[&str] = &["lost+found"];
+
+const ENTRY: &[u8] = b"k/";
+const LOG: &[u8] = b"l/";
+const WRITE_ID: &[u8] = b"w/";
+const META: &[u8] = b"m/";
+const CONFLICT: &[u8] = b"c/";
+const FORMAT_KEY: &[u8] = b"m/format";
+const LAST_SEQ_KEY: &[u8] = b"s/last-seq";
+const BATCHES_KEY: &[u8] = b"s/batches";
+
+/// How long [`Store::open`] retries sled's own file lock when hearth's lock is already
+/// held by this process: sled's background threads may keep a just-dropped store's file
+/// open for a moment.
+const SLED_LOCK_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the store cannot be used. Every message names the data dir and says what to do;
+/// the broker prints it and exits with status 1.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// Another process (another broker) has the data dir open.
+    #[error(
+        "the data dir {} is in use by another process{}: stop it first, or give this broker \
+         its own --data-dir",
+        dir.display(),
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The data dir.
+        dir: PathBuf,
+        /// The pid the holder wrote into `hearth.lock`, if it could be read.
+        holder: Option<u32>,
+    },
+    /// The store's files are damaged. (sled may already have rewritten parts of them while
+    /// opening them: it has no read-only mode.)
+    #[error(
+        "the state store in {} is damaged: {detail}. Keep a copy of the directory, then \
+         restore it from a backup, or move it aside and start with an empty --data-dir",
+        dir.display()
+    )]
+    Corrupt {
+        /// The data dir.
+        dir: PathBuf,
+        /// What was found, and where.
+        detail: String,
+    },
+    /// The data dir holds something that is not a hearth state store (or a newer one).
+    #[error(
+        "{} is not a hearth state store: {found}. Point --data-dir at a hearth data dir, or \
+         at a new or empty directory for a fresh store",
+        dir.display()
+    )]
+    UnknownFormat {
+        /// The data dir.
+        dir: PathBuf,
+        /// What is there instead.
+        found: String,
+    },
+    /// A file system call failed.
+    #[error(
+        "{doing} in the data dir {}: {source}. Check the path, the disk and this user's \
+         permissions on it",
+        dir.display()
+    )]
+    Io {
+        /// The data dir.
+        dir: PathBuf,
+        /// What the store was doing.
+        doing: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// sled failed in some other way.
+    #[error(
+        "the sled database in {} failed while {doing}: {source}. Check the disk; if it \
+         keeps failing, move the directory aside and start with an empty --data-dir",
+        dir.display()
+    )]
+    Sled {
+        /// The data dir.
+        dir: PathBuf,
+        /// What the store was doing.
+        doing: String,
+        /// The error.
+        source: sled::Error,
+    },
+}
+
+/// One entry of the state model as stored under `k/<key>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEntry {
+    /// The seq of the change that set it.
+    #[serde(rename = "s")]
+    pub seq: u64,
+    /// The value's canonical Bencode, byte for byte as written.
+    #[serde(rename = "v", with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// When it expires, in wall-clock milliseconds since the Unix epoch.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+impl StoredEntry {
+    /// The Bencode record.
+    pub fn encode(&self) -> Vec<u8> {
+        // Integers and byte strings always serialise.
+        bendy::serde::to_bytes(self).unwrap_or_default()
+    }
+
+    /// Reads a Bencode record.
+    pub fn decode(bytes: &[u8]) -> Result<StoredEntry, String> {
+        bendy::serde::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// A remembered write id as stored under `w/<id>` (the id is the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RememberedWrite {
+    #[serde(rename = "s")]
+    seq: u64,
+    #[serde(rename = "d")]
+    digest: u64,
+    #[serde(rename = "a")]
+    at_ms: u64,
+}
+
+impl RememberedWrite {
+    fn encode(&self) -> Vec<u8> {
+        bendy::serde::to_bytes(self).unwrap_or_default()
+    }
+}
+
+/// Everything [`Store::load`] reads back at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The entries, sorted by key.
+    pub entries: Vec<(String, StoredEntry)>,
+    /// The remembered write ids with the seq of the change that carried them, sorted by id.
+    pub write_ids: Vec<(u64, WriteTag)>,
+    /// The broker core's metadata (`m/<name>`), without `format`.
+    pub meta: BTreeMap<String, Vec<u8>>,
+    /// The seq of the last change the store holds (0 for none): that of the last change
+    /// written, or the seq a snapshot installed with [`Batch::replace_all`] was taken at.
+    pub last_seq: u64,
+}
+
+/// One step of a [`Batch`], already encoded so that the writer thread only copies bytes.
+#[derive(Debug, Clone)]
+enum Op {
+    Change {
+        seq: u64,
+        entry_key: Vec<u8>,
+        entry: Option<Vec<u8>>,
+        log: Vec<u8>,
+        write: Option<(Vec<u8>, Vec<u8>)>,
+    },
+    Put(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+    Conflict(Vec<u8>),
+    ReplaceAll {
+        seq: u64,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+/// Writes to make together: [`Store::write`] applies a batch all or nothing, in the order
+/// its steps were added (a later step on the same key wins).
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    /// Records a change: sets `k/<key>` (a change with a value) or removes it (a delete or
+    /// an expiry), appends it to the log (trimming the change `log_keep` before it), and
+    /// remembers its write id, if it has one.
+    pub fn change(&mut self, change: &Change) {
+        let entry = change.value.as_ref().map(|value| {
+            StoredEntry {
+                seq: change.seq,
+                value: value.clone(),
+                expires_at_ms: change.expires_at_ms,
+            }
+            .encode()
+        });
+        let write = change.write.as_ref().map(|tag| {
+            let record = RememberedWrite {
+                seq: change.seq,
+                digest: tag.digest,
+                at_ms: tag.at_ms,
+            };
+            (prefixed(WRITE_ID, &tag.id), record.encode())
+        });
+        self.ops.push(Op::Change {
+            seq: change.seq,
+            entry_key: prefixed(ENTRY, change.key.as_bytes()),
+            entry,
+            log: change.encode(),
+            write,
+        });
+    }
+
+    /// Sets the broker core's metadata `name` (any name but `format`, which the store owns
+    /// and this ignores).
+    pub fn put_meta(&mut self, name: &str, bytes: Vec<u8>) {
+        if name != "format" {
+            self.ops
+                .push(Op::Put(prefixed(META, name.as_bytes()), bytes));
+        }
+    }
+
+    /// Forgets remembered write ids (those whose time is up).
+    pub fn forget_write_ids(&mut self, ids: &[Vec<u8>]) {
+        self.ops
+            .extend(ids.iter().map(|id| Op::Remove(prefixed(WRITE_ID, id))));
+    }
+
+    /// Appends a conflict record (numbered after every record already stored).
+    pub fn add_conflict(&mut self, bytes: Vec<u8>) {
+        self.ops.push(Op::Conflict(bytes));
+    }
+
+    /// Installs a snapshot taken from the peer at `seq`: every entry, log record and write
+    /// id goes, the given ones come, and the log starts again after `seq`. Metadata and
+    /// conflict records stay. `seq` is needed because the log is empty afterwards, and
+    /// [`Store::changes_after`] must still know where the store stands.
+    pub fn replace_all(
+        &mut self,
+        seq: u64,
+        entries: impl IntoIterator<Item = (String, StoredEntry)>,
+        write_ids: impl IntoIterator<Item = (u64, WriteTag)>,
+    ) {
+        let mut records: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .into_iter()
+            .map(|(key, entry)| (prefixed(ENTRY, key.as_bytes()), entry.encode()))
+            .collect();
+        records.extend(write_ids.into_iter().map(|(seq, tag)| {
+            let record = RememberedWrite {
+                seq,
+                digest: tag.digest,
+                at_ms: tag.at_ms,
+            };
+            (prefixed(WRITE_ID, &tag.id), record.encode())
+        }));
+        self.ops.push(Op::ReplaceAll { seq, records });
+    }
+
+    /// Adds `other`'s steps after this batch's (the writer thread coalesces queued batches
+    /// into one write this way).
+    pub fn append(&mut self, mut other: Batch) {
+        self.ops.append(&mut other.ops);
+    }
+
+    /// Whether the batch has no steps.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The number of steps: changes, metadata puts, forgotten ids, conflicts, snapshots.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// The store's counters, advanced only after a write succeeded.
+#[derive(Debug)]
+struct Tally {
+    next_conflict: u64,
+    batches: u64,
+}
+
+/// The durable store of one broker. `Send + Sync`: the writer thread writes and flushes
+/// through an `Arc<Store>` while the reactor reads the log with [`Store::changes_after`].
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    log_keep: u64,
+    last_seq: AtomicU64,
+    /// Batches written so far (`s/batches`), and how many of them `hearth.flushed` claims.
+    written: AtomicU64,
+    marked: AtomicU64,
+    flushed_mark: File,
+    /// Serialises writes: [`Batch::replace_all`] scans the keys it removes under it.
+    writing: Mutex<Tally>,
+    /// Held (`flock`ed) for as long as the store is open; declared after `db` so that sled
+    /// closes first.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("log_keep", &self.log_keep)
+            .field("last_seq", &self.last_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating `dir` (and its parents) and a fresh store if it
+    /// does not exist or is empty. The log keeps the last `log_keep` changes; a log longer
+    /// than that (`log_keep` was lowered) is trimmed here.
+    pub fn open(dir: &Path, log_keep: u64) -> Result<Store, StoreError> {
+        let dir = dir.to_path_buf();
+        let io_err = |doing: &str| {
+            let dir = dir.clone();
+            let doing = doing.to_owned();
+            move |source| StoreError::Io { dir, doing, source }
+        };
+        match fs::metadata(&dir) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(StoreError::UnknownFormat {
+                    dir,
+                    found: "it is a file, not a directory".into(),
+                })
+            }
+            Ok(_) => check_contents(&dir)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(io_err("creating the directory"))?
+            }
+            Err(e) => return Err(io_err("reading the directory")(e)),
+        }
+        let lock = lock_dir(&dir)?;
+        let sled_dir = dir.join(SLED_DIR);
+        let creating = dir
+            .join(CREATING)
+            .try_exists()
+            .map_err(io_err("looking for an unfinished creation"))?;
+        let fresh = match fs::metadata(&sled_dir) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(StoreError::UnknownFormat {
+                    dir,
+                    found: format!("{SLED_DIR} is a file, not sled's directory"),
+                })
+            }
+            Ok(_) => creating,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io_err("reading state.sled")(e)),
+        };
+        let db = guarded(&dir, "opening", || {
+            if fresh {
+                create(&dir)
+            } else {
+                // sled would make a new, empty db here: that is no store of ours.
+                if !dir.join(SLED_DIR).join("db").exists() {
+                    return Err(StoreError::Corrupt {
+                        dir: dir.clone(),
+                        detail: format!("{SLED_DIR} has no db file (sled's data)"),
+                    });
+                }
+                let db = open_sled(&dir)?;
+                check_format(&dir, &db)?;
+                Ok(db)
+            }
+        })?;
+        let (last_seq, next_conflict, batches) = guarded(&dir, "opening", || {
+            let batches = read_u64(&dir, &db, BATCHES_KEY)?;
+            check_flushed_mark(&dir, batches)?;
+            trim_log(&dir, &db, log_keep)?;
+            let last_seq = read_u64(&dir, &db, LAST_SEQ_KEY)?;
+            Ok((last_seq, read_next_conflict(&dir, &db)?, batches))
+        })?;
+        let flushed_mark = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(FLUSHED))
+            .map_err(io_err("opening hearth.flushed"))?;
+        let store = Store {
+            dir,
+            db,
+            log_keep,
+            last_seq: AtomicU64::new(last_seq),
+            written: AtomicU64::new(batches),
+            marked: AtomicU64::new(0),
+            flushed_mark,
+            writing: Mutex::new(Tally {
+                next_conflict,
+                batches,
+            }),
+            _lock: lock,
+        };
+        store.mark_flushed(batches)?;
+        Ok(store)
+    }
+
+    /// Reads every entry, remembered write id and metadata, for the broker to rebuild its
+    /// model at start-up. A record that cannot be read is [`StoreError::Corrupt`] naming it.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let dir = &self.dir;
+        guarded(dir, "loading", || {
+            let mut loaded = Loaded {
+                last_seq: self.last_seq(),
+                ..Loaded::default()
+            };
+            for record in self.db.scan_prefix(ENTRY) {
+                let (key, value) = record.map_err(sled_err(dir, "loading the entries"))?;
+                let key = utf8(dir, "an entry key", &key[ENTRY.len()..])?;
+                let entry = StoredEntry::decode(&value).map_err(|e| StoreError::Corrupt {
+                    dir: dir.clone(),
+                    detail: format!("the entry of key {key:?} cannot be read ({e})"),
+                })?;
+                loaded.entries.push((key, entry));
+            }
+            for record in self.db.scan_prefix(WRITE_ID) {
+                let (key, value) = record.map_err(sled_err(dir, "loading the write ids"))?;
+                let id = key[WRITE_ID.len()..].to_vec();
+                let write: RememberedWrite =
+                    bendy::serde::from_bytes(&value).map_err(|e| StoreError::Corrupt {
+                        dir: dir.clone(),
+                        detail: format!(
+                            "the record of write id {:?} cannot be read ({e})",
+                            String::from_utf8_lossy(&id)
+                        ),
+                    })?;
+                let tag = WriteTag {
+                    id,
+                    digest: write.digest,
+                    at_ms: write.at_ms,
+                };
+                loaded.write_ids.push((write.seq, tag));
+            }
+            for record in self.db.scan_prefix(META) {
+                let (key, value) = record.map_err(sled_err(dir, "loading the metadata"))?;
+                if &key[..] != FORMAT_KEY {
+                    let name = utf8(dir, "a metadata name", &key[META.len()..])?;
+                    loaded.meta.insert(name, value.to_vec());
+                }
+            }
+            Ok(loaded)
+        })
+    }
+
+    /// Applies `batch` with one sled `apply_batch`: after a crash, all of it or none of it
+    /// is there. Not durable until [`Store::flush`].
+    pub fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tally = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = &self.dir;
+        let batches = tally.batches + 1;
+        let (last_seq, next_conflict) = guarded(dir, "writing", || {
+            let mut staged: BTreeMap<Cow<'_, [u8]>, Option<&[u8]>> = BTreeMap::new();
+            let mut last_seq = None;
+            let mut next_conflict = tally.next_conflict;
+            for op in &batch.ops {
+                match op {
+                    Op::Change {
+                        seq,
+                        entry_key,
+                        entry,
+                        log,
+                        write,
+                    } => {
+                        staged.insert(Cow::Borrowed(entry_key), entry.as_deref());
+                        staged.insert(Cow::Owned(log_key(*seq)), Some(log));
+                        if let Some(gone) = seq.checked_sub(self.log_keep) {
+                            staged.insert(Cow::Owned(log_key(gone)), None);
+                        }
+                        if let Some((key, record)) = write {
+                            staged.insert(Cow::Borrowed(key), Some(record));
+                        }
+                        last_seq = Some(*seq);
+                    }
+                    Op::Put(key, value) => {
+                        staged.insert(Cow::Borrowed(key), Some(value));
+                    }
+                    Op::Remove(key) => {
+                        staged.insert(Cow::Borrowed(key), None);
+                    }
+                    Op::Conflict(bytes) => {
+                        staged.insert(
+                            Cow::Owned(prefixed(CONFLICT, &next_conflict.to_be_bytes())),
+                            Some(bytes),
+                        );
+                        next_conflict += 1;
+                    }
+                    Op::ReplaceAll { seq, records } => {
+                        staged.retain(|key, _| !replaced_by_snapshot(key));
+                        for prefix in [ENTRY, LOG, WRITE_ID] {
+                            for key in self.db.scan_prefix(prefix).keys() {
+                                let key = key.map_err(sled_err(dir, "listing the old keys"))?;
+                                staged.insert(Cow::Owned(key.to_vec()), None);
+                            }
+                        }
+                        for (key, value) in records {
+                            staged.insert(Cow::Borrowed(key), Some(value));
+                        }
+                        last_seq = Some(*seq);
+                    }
+                }
+            }
+            let last_seq_bytes = last_seq.map(u64::to_be_bytes);
+            if let Some(bytes) = &last_seq_bytes {
+                staged.insert(Cow::Borrowed(LAST_SEQ_KEY), Some(bytes));
+            }
+            let batches_bytes = batches.to_be_bytes();
+            staged.insert(Cow::Borrowed(BATCHES_KEY), Some(&batches_bytes));
+            let mut sled_batch = sled::Batch::default();
+            for (key, value) in staged {
+                match value {
+                    Some(value) => sled_batch.insert(&*key, value),
+                    None => sled_batch.remove(&*key),
+                }
+            }
+            self.db
+                .apply_batch(sled_batch)
+                .map_err(sled_err(dir, "writing a batch"))?;
+            Ok((last_seq, next_conflict))
+        })?;
+        tally.next_conflict = next_conflict;
+        tally.batches = batches;
+        self.written.store(batches, Ordering::Release);
+        if let Some(seq) = last_seq {
+            self.last_seq.store(seq, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (sled's flush: write and fsync).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        // Every batch counted here was applied before sled's flush starts, so it is in it.
+        let written = self.written.load(Ordering::Acquire);
+        guarded(&self.dir, "flushing", || {
+            self.db
+                .flush()
+                .map(drop)
+                .map_err(sled_err(&self.dir, "flushing"))
+        })?;
+        self.mark_flushed(written)
+    }
+
+    /// Records in `hearth.flushed` that `batches` batches are durable in sled. Written
+    /// without an fsync of its own: after a power cut it may claim less than sled holds,
+    /// never more.
+    fn mark_flushed(&self, batches: u64) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        if self.marked.fetch_max(batches, Ordering::AcqRel) >= batches && batches > 0 {
+            return Ok(());
+        }
+        // Fixed width, so a larger number always overwrites a smaller one whole.
+        self.flushed_mark
+            .write_all_at(format!("{batches:020}\n").as_bytes(), 0)
+            .map_err(|source| StoreError::Io {
+                dir: self.dir.clone(),
+                doing: "writing hearth.flushed".into(),
+                source,
+            })
+    }
+
+    /// The log from `seq + 1` on, at most `limit` changes (at least one): what a peer at
+    /// `seq` is missing. `Some(vec![])` if the peer is at the store's last seq. `None` if the
+    /// log cannot bring it up to date: `seq + 1` was trimmed away already, or `seq` is past
+    /// the last change here (the peer went on without us); the caller sends a snapshot.
+    pub fn changes_after(&self, seq: u64, limit: usize) -> Result<Option<Vec<Change>>, StoreError> {
+        let last = self.last_seq();
+        if seq >= last {
+            return Ok((seq == last).then(Vec::new));
+        }
+        let dir = &self.dir;
+        guarded(dir, "reading the log", || {
+            let mut changes = Vec::new();
+            let wanted = (seq + 1..=last).take(limit.max(1));
+            let log = self.db.range(log_key(seq + 1)..=log_key(last));
+            for (next, record) in wanted.zip(log) {
+                let (key, value) = record.map_err(sled_err(dir, "reading the log"))?;
+                if key[LOG.len()..] != next.to_be_bytes() {
+                    break;
+                }
+                let change = Change::decode(&value).map_err(|e| StoreError::Corrupt {
+                    dir: dir.clone(),
+                    detail: format!("change {next} of the log cannot be read ({e})"),
+                })?;
+                changes.push(change);
+            }
+            Ok((!changes.is_empty()).then_some(changes))
+        })
+    }
+
+    /// The conflict records, oldest first.
+    pub fn conflicts(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        guarded(&self.dir, "reading the conflict records", || {
+            self.db
+                .scan_prefix(CONFLICT)
+                .values()
+                .map(|value| {
+                    value
+                        .map(|v| v.to_vec())
+                        .map_err(sled_err(&self.dir, "reading the conflict records"))
+                })
+                .collect()
+        })
+    }
+
+    /// The seq of the last change the store holds (see [`Loaded::last_seq`]).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// The data dir.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Runs `f`, turning a panic inside sled into [`StoreError::Corrupt`].
+fn guarded<T>(
+    dir: &Path,
+    doing: &str,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail: format!("sled panicked while {doing} ({message})"),
+        })
+    })
+}
+
+/// Maps a sled error: damage it found is [`StoreError::Corrupt`].
+fn sled_err<'a>(dir: &'a Path, doing: &'a str) -> impl FnOnce(sled::Error) -> StoreError + 'a {
+    move |source| match source {
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail: match at {
+                Some(at) => format!("sled found a damaged record at {at:?} while {doing}"),
+                None => format!("sled found a damaged file while {doing}"),
+            },
+        },
+        sled::Error::Io(source) => StoreError::Io {
+            dir: dir.to_path_buf(),
+            doing: doing.to_owned(),
+            source,
+        },
+        source => StoreError::Sled {
+            dir: dir.to_path_buf(),
+            doing: doing.to_owned(),
+            source,
+        },
+    }
+}
+
+/// Refuses an existing directory holding something else than a hearth store.
+fn check_contents(dir: &Path) -> Result<(), StoreError> {
+    let entries = fs::read_dir(dir).map_err(|source| StoreError::Io {
+        dir: dir.to_path_buf(),
+        doing: "listing the directory".into(),
+        source,
+    })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.iter().any(|name| name == SLED_DIR) {
+        return Ok(());
+    }
+    names.retain(|name| {
+        ![LOCK_FILE, CREATING, FLUSHED].contains(&name.as_str())
+            && !IGNORED.contains(&name.as_str())
+    });
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let shown = names.len().min(5);
+    Err(StoreError::UnknownFormat {
+        dir: dir.to_path_buf(),
+        found: format!(
+            "it holds {}{} and no {SLED_DIR}",
+            names[..shown].join(", "),
+            if names.len() > shown { ", ..." } else { "" }
+        ),
+    })
+}
+
+/// Takes the data dir's lock (`flock` on `hearth.lock`, released when the file closes,
+/// also when the process dies) and writes this process's pid into it.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let io_err = |doing: &str| {
+        let doing = doing.to_owned();
+        move |source| StoreError::Io {
+            dir: dir.to_path_buf(),
+            doing,
+            source,
+        }
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))
+        .map_err(io_err("opening hearth.lock"))?;
+    // SAFETY: flock on a file descriptor we own, for as long as `file` lives.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::WouldBlock {
+            return Err(io_err("locking hearth.lock")(error));
+        }
+        let mut text = String::new();
+        let holder = file
+            .read_to_string(&mut text)
+            .ok()
+            .and_then(|_| text.trim().parse().ok());
+        return Err(StoreError::Locked {
+            dir: dir.to_path_buf(),
+            holder,
+        });
+    }
+    let write_pid = |file: &mut File| {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())
+    };
+    write_pid(&mut file).map_err(io_err("writing hearth.lock"))?;
+    Ok(file)
+}
+
+/// Opens sled's files, retrying sled's own lock for a moment: the caller holds hearth's
+/// lock, so a busy sled lock is a store this process dropped an instant ago (or a process
+/// that opened `state.sled` without hearth's lock, reported as `Locked` after the grace).
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new().path(dir.join(SLED_DIR));
+    let deadline = Instant::now() + SLED_LOCK_GRACE;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if is_sled_lock_error(&e) => {
+                if Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        dir: dir.to_path_buf(),
+                        holder: None,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(sled::Error::Unsupported(message)) => {
+                return Err(StoreError::UnknownFormat {
+                    dir: dir.to_path_buf(),
+                    found: format!("sled cannot read {SLED_DIR}: {message}"),
+                })
+            }
+            Err(e) => return Err(sled_err(dir, "opening sled's files")(e)),
+        }
+    }
+}
+
+/// sled 0.34 reports its `flock` failure as an `Other` io error with this text.
+fn is_sled_lock_error(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Other && e.to_string().contains("could not acquire lock")
+}
+
+/// Creates a fresh store: marker, sled files, `m/format`, flush, marker gone. A crash in
+/// between leaves the marker, and the next open makes the store again.
+fn create(dir: &Path) -> Result<sled::Db, StoreError> {
+    let io_err = |doing: &'static str| {
+        move |source| StoreError::Io {
+            dir: dir.to_path_buf(),
+            doing: doing.into(),
+            source,
+        }
+    };
+    let marker = dir.join(CREATING);
+    File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("creating state.sled.creating"))?;
+    sync_dir(dir).map_err(io_err("syncing the directory"))?;
+    let sled_dir = dir.join(SLED_DIR);
+    if sled_dir.exists() {
+        fs::remove_dir_all(&sled_dir).map_err(io_err("removing an unfinished state.sled"))?;
+    }
+    let db = open_sled(dir)?;
+    db.insert(FORMAT_KEY, FORMAT)
+        .map_err(sled_err(dir, "writing the format marker"))?;
+    db.flush().map_err(sled_err(dir, "flushing a new store"))?;
+    fs::remove_file(&marker).map_err(io_err("removing state.sled.creating"))?;
+    sync_dir(dir).map_err(io_err("syncing the directory"))?;
+    Ok(db)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Accepts only a store whose `m/format` is [`FORMAT`].
+fn check_format(dir: &Path, db: &sled::Db) -> Result<(), StoreError> {
+    let format = db
+        .get(FORMAT_KEY)
+        .map_err(sled_err(dir, "reading the format marker"))?;
+    match format {
+        Some(format) if format == FORMAT => Ok(()),
+        Some(other) => Err(StoreError::UnknownFormat {
+            dir: dir.to_path_buf(),
+            found: format!(
+                "its format is {:?}, this broker reads {:?}",
+                String::from_utf8_lossy(&other),
+                String::from_utf8_lossy(FORMAT)
+            ),
+        }),
+        None => {
+            let first = db
+                .first()
+                .map_err(sled_err(dir, "reading the first record"))?;
+            // A finished creation always leaves m/format: an empty store is damage (sled
+            // recovered nothing), records without the marker are somebody else's.
+            match first {
+                None => Err(StoreError::Corrupt {
+                    dir: dir.to_path_buf(),
+                    detail: format!(
+                        "{SLED_DIR} holds no records at all, not even the format marker \
+                         every store is created with"
+                    ),
+                }),
+                Some(_) => Err(StoreError::UnknownFormat {
+                    dir: dir.to_path_buf(),
+                    found: format!("{SLED_DIR} is a sled database without hearth's format marker"),
+                }),
+            }
+        }
+    }
+}
+
+/// Removes log records older than the last `log_keep` (left over from a larger setting).
+fn trim_log(dir: &Path, db: &sled::Db, log_keep: u64) -> Result<(), StoreError> {
+    let last = read_u64(dir, db, LAST_SEQ_KEY)?;
+    let Some(keep_from) = last.checked_sub(log_keep).map(|s| s + 1) else {
+        return Ok(());
+    };
+    let mut batch = sled::Batch::default();
+    let mut any = false;
+    for key in db.range(log_key(0)..log_key(keep_from)).keys() {
+        batch.remove(key.map_err(sled_err(dir, "trimming the log"))?);
+        any = true;
+    }
+    if any {
+        db.apply_batch(batch)
+            .map_err(sled_err(dir, "trimming the log"))?;
+    }
+    Ok(())
+}
+
+/// Reads one of the store's own 8-byte counters (absent: 0).
+fn read_u64(dir: &Path, db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
+    let name = String::from_utf8_lossy(key);
+    match db
+        .get(key)
+        .map_err(sled_err(dir, "reading the store's counters"))?
+    {
+        None => Ok(0),
+        Some(bytes) => be_u64(&bytes).ok_or_else(|| StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail: format!("{name} is {} bytes long, not 8", bytes.len()),
+        }),
+    }
+}
+
+/// Refuses a store that holds fewer batches than `hearth.flushed` says were flushed.
+fn check_flushed_mark(dir: &Path, batches: u64) -> Result<(), StoreError> {
+    let text = match fs::read_to_string(dir.join(FLUSHED)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                dir: dir.to_path_buf(),
+                doing: "reading hearth.flushed".into(),
+                source,
+            })
+        }
+    };
+    let Ok(flushed) = text.trim().parse::<u64>() else {
+        return Err(StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail: format!(
+                "{FLUSHED} should hold a number, not {:?} (it records how far {SLED_DIR} \
+                 was flushed; if you trust {SLED_DIR}, delete it)",
+                text.chars().take(40).collect::<String>()
+            ),
+        });
+    };
+    if batches < flushed {
+        return Err(StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail: format!(
+                "{SLED_DIR} opens with {batches} batches written, but {flushed} had been \
+                 flushed: sled lost the end of its log (if you put back an older \
+                 {SLED_DIR} on purpose, delete {FLUSHED} too)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn read_next_conflict(dir: &Path, db: &sled::Db) -> Result<u64, StoreError> {
+    let last = db
+        .scan_prefix(CONFLICT)
+        .keys()
+        .next_back()
+        .transpose()
+        .map_err(sled_err(dir, "reading the conflict records"))?;
+    match last {
+        None => Ok(0),
+        Some(key) => be_u64(&key[CONFLICT.len()..])
+            .map(|n| n + 1)
+            .ok_or_else(|| StoreError::Corrupt {
+                dir: dir.to_path_buf(),
+                detail: format!("a conflict record has the malformed key {key:?}"),
+            }),
+    }
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn utf8(dir: &Path, what: &str, bytes: &[u8]) -> Result<String, StoreError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupt {
+        dir: dir.to_path_buf(),
+        detail: format!("{what} is not UTF-8: {:?}", String::from_utf8_lossy(bytes)),
+    })
+}
+
+fn prefixed(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + rest.len());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn log_key(seq: u64) -> Vec<u8> {
+    prefixed(LOG, &seq.to_be_bytes())
+}
+
+/// The keys [`Batch::replace_all`] replaces.
+fn replaced_by_snapshot(key: &[u8]) -> bool {
+    [ENTRY, LOG, WRITE_ID].iter().any(|p| key.starts_with(p))
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+pub(crate) mod tests;
