@@ -159,6 +159,7 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     if let Some(side) = &mut pair {
         side.restore_term(opened.term);
     }
+    let opened_store = opened.store.clone();
     let (writer, flushed) = match &opened.store {
         Some(store) => {
             let (writer, flushed) = reactor::start_writer(&context, store.clone(), broker_id)?;
@@ -198,7 +199,16 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         Some(addr) => {
             let stall_after = config.heartbeat * 3 + Duration::from_secs(1);
             let server =
-                HttpServer::start(addr, registry.clone(), board.clone(), started, stall_after)
+                HttpServer::start(
+                    addr,
+                    http::HttpSources {
+                        registry: registry.clone(),
+                        board: board.clone(),
+                        started,
+                        stall_after,
+                        store: opened_store.clone(),
+                    },
+                )
                     .map_err(|source| BrokerError::Http { addr, source })?;
             Some(server)
         }
