@@ -5,8 +5,8 @@
 //! reactor's sockets: it reads the [`Registry`] and the [`StatusBoard`] the reactor refreshes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

@@ -198,18 +198,17 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let http = match config.metrics {
         Some(addr) => {
             let stall_after = config.heartbeat * 3 + Duration::from_secs(1);
-            let server =
-                HttpServer::start(
-                    addr,
-                    http::HttpSources {
-                        registry: registry.clone(),
-                        board: board.clone(),
-                        started,
-                        stall_after,
-                        store: opened_store.clone(),
-                    },
-                )
-                    .map_err(|source| BrokerError::Http { addr, source })?;
+            let server = HttpServer::start(
+                addr,
+                http::HttpSources {
+                    registry: registry.clone(),
+                    board: board.clone(),
+                    started,
+                    stall_after,
+                    store: opened_store.clone(),
+                },
+            )
+            .map_err(|source| BrokerError::Http { addr, source })?;
             Some(server)
         }
         None => None,

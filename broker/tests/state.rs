@@ -74,7 +74,7 @@ fn set_get_del_are_exact_and_seqs_follow_the_design() {
     assert_eq!(text(&reply), "d3:seqi2ee");
     let reply = call(&ctx, &broker, "state.del", &[b"l10:hall/light7:missinge"]);
     assert_eq!(text(&reply), "d3:seqi3ee");
-    assert_eq!(broker.registry().gather().is_empty(), false);
+    assert!(!broker.registry().gather().is_empty());
     wait_for("status shows seq 3", T, || {
         let status = broker.status();
         if status.state_seq == 3 && status.state_keys == 1 {

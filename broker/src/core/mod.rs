@@ -16,6 +16,8 @@
 
 mod pair;
 mod replication;
+#[cfg(test)]
+mod sim_tests;
 mod state_side;
 mod status;
 #[cfg(test)]

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod pair_state;
 pub mod procs;
+pub mod proxy;
 pub mod writes;
 
 use std::io::{Read, Write};

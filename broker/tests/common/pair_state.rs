@@ -1,0 +1,291 @@
+//! A pair of real `hearth-broker` processes with data dirs, for the state-model tests that
+//! kill, freeze and restart them: the pair itself, its data dirs, and the checks every such
+//! test makes (each acknowledged write is there, with its seq, applied once; a broker that
+//! must wait for its peer does not serve).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::procs::{pair_args, BrokerProc};
+use super::writes::{parse_get_reply, WriteLog};
+use super::{free_port, metric, raw, recv, send, wait_for};
+
+/// Deadline for a condition of the pair (takeover, catch-up, restart).
+pub const T: Duration = Duration::from_secs(15);
+/// The peer heartbeat of the test pairs, in ms: takeovers within half a second.
+pub const PEER_HB: u64 = 200;
+/// How long a broker that must wait for its peer is watched not answering: many peer
+/// expiries (two heartbeats each).
+pub const NOT_SERVING_FOR: Duration = Duration::from_secs(2);
+
+/// A data dir of its own under the system temp dir, removed on drop.
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    /// A fresh (not yet existing) directory named after the test.
+    pub fn new(name: &str) -> DataDir {
+        DataDir(std::env::temp_dir().join(format!(
+            "hearth-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        )))
+    }
+
+    /// The path as a flag value.
+    pub fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A primary and a backup with data dirs, on free ports. The arguments of each are kept
+/// so that a broker can be started again with extra flags (such as `--force-active`).
+pub struct Pair {
+    pub primary: BrokerProc,
+    pub backup: BrokerProc,
+    pub primary_dir: DataDir,
+    pub backup_dir: DataDir,
+    primary_args: Vec<String>,
+    backup_args: Vec<String>,
+}
+
+impl Pair {
+    /// Starts both and waits until the primary is active and the backup passive.
+    pub fn start(name: &str) -> Pair {
+        let (pp, bp) = (free_port(), free_port());
+        let primary_dir = DataDir::new(&format!("{name}-p"));
+        let backup_dir = DataDir::new(&format!("{name}-b"));
+        let with_dir = |mut args: Vec<String>, dir: &DataDir| {
+            args.extend(["--data-dir".into(), dir.arg()]);
+            args
+        };
+        let primary_args = with_dir(pair_args("primary", pp, bp, PEER_HB), &primary_dir);
+        let backup_args = with_dir(pair_args("backup", bp, pp, PEER_HB), &backup_dir);
+        let primary = BrokerProc::start(&primary_args);
+        let backup = BrokerProc::start(&backup_args);
+        primary.wait_state("active", T);
+        backup.wait_state("passive", T);
+        Pair {
+            primary,
+            backup,
+            primary_dir,
+            backup_dir,
+            primary_args,
+            backup_args,
+        }
+    }
+
+    /// The frontends, primary first.
+    pub fn brokers(&self) -> Vec<String> {
+        vec![self.primary.frontend.clone(), self.backup.frontend.clone()]
+    }
+
+    /// Replaces the backup by a new process (on new frontend and metrics ports) with its
+    /// arguments plus `extra`; the old process, if still running, is killed.
+    pub fn start_backup_with(&mut self, extra: &[&str]) {
+        let mut args = self.backup_args.clone();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.backup = BrokerProc::start(&args);
+    }
+
+    /// The primary's arguments (role, peer endpoints, data dir).
+    pub fn primary_args(&self) -> &[String] {
+        &self.primary_args
+    }
+
+    /// Waits until one broker is active and the other passive with the same seq; returns
+    /// which is active (`"primary"` or `"backup"`) and the seq.
+    pub fn wait_settled(&self) -> (&'static str, u64) {
+        wait_for("the pair to settle with the same seq", T, || {
+            let p = self.primary.status();
+            let b = self.backup.status();
+            let view = |s: &Option<serde_json::Value>| {
+                s.as_ref().map(|s| {
+                    (
+                        s["state"].as_str().unwrap_or("?").to_owned(),
+                        s["state_seq"].as_u64(),
+                    )
+                })
+            };
+            let (pv, bv) = (view(&p), view(&b));
+            match (&pv, &bv) {
+                (Some((ps, Some(pseq))), Some((bs, Some(bseq)))) if pseq == bseq => {
+                    match (ps.as_str(), bs.as_str()) {
+                        ("active", "passive") => Ok(("primary", *pseq)),
+                        ("passive", "active") => Ok(("backup", *pseq)),
+                        _ => Err((pv, bv)),
+                    }
+                }
+                _ => Err((pv, bv)),
+            }
+        })
+    }
+}
+
+/// The broker's state seq per `/status`.
+pub fn seq_of(broker: &BrokerProc) -> Option<u64> {
+    broker.status().and_then(|s| s["state_seq"].as_u64())
+}
+
+/// Waits until the broker's state seq reaches `at_least`.
+pub fn wait_seq(broker: &BrokerProc, at_least: u64, what: &str) -> u64 {
+    wait_for(what, T, || match seq_of(broker) {
+        Some(seq) if seq >= at_least => Ok(seq),
+        other => Err(other),
+    })
+}
+
+/// Waits until the process has exited (after SIGTERM), and returns its exit status.
+pub fn wait_exit(broker: &mut BrokerProc) -> std::process::ExitStatus {
+    let pid = broker.child.id();
+    wait_for(&format!("broker {pid} to exit"), T, || {
+        match broker.child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            other => Err(format!("{other:?}")),
+        }
+    })
+}
+
+/// SIGKILLs both brokers before reaping either: a power cut.
+pub fn power_cut(a: &mut BrokerProc, b: &mut BrokerProc) {
+    a.signal(libc::SIGKILL);
+    b.signal(libc::SIGKILL);
+    let _ = a.child.wait();
+    let _ = b.child.wait();
+}
+
+/// One `state.get` of every key sent once to `frontend` (no retry elsewhere): the model,
+/// or None if no reply came within `within`.
+pub fn get_from(frontend: &str, within: Duration) -> Option<BTreeMap<String, (i64, u64)>> {
+    let ctx = zmq::Context::new();
+    let s = raw(&ctx, zmq::REQ, frontend);
+    send(&s, &[b"MDPC01", b"state.get", b"le"]);
+    let reply = recv(&s, within)?;
+    Some(parse_get_reply(reply.get(2)?))
+}
+
+/// Waits until `frontend` answers a `state.get` (a broker that may serve alone takes over
+/// on a client request once its peer's expiry has passed).
+pub fn wait_serves(frontend: &str, what: &str) -> BTreeMap<String, (i64, u64)> {
+    wait_for(what, T, || {
+        get_from(frontend, Duration::from_millis(500)).ok_or("no reply")
+    })
+}
+
+/// Checks that `broker`, restarted with its peer down, waits for its peer: `/status` says
+/// why, `hearth_state_waiting_for_peer` is 1, it is not active, and a `state.get` sent to
+/// it goes unanswered for [`NOT_SERVING_FOR`]. Returns the reason it gives.
+pub fn assert_waits_for_peer(broker: &BrokerProc, name: &str) -> String {
+    let reason = wait_for(
+        &format!("{name} to say it waits for its peer"),
+        T,
+        || match broker.status() {
+            Some(s) if s["waiting_for_peer"].is_string() => Ok(s["waiting_for_peer"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()),
+            other => Err(other),
+        },
+    );
+    let started = Instant::now();
+    let answer = get_from(&broker.frontend, NOT_SERVING_FOR);
+    assert!(
+        answer.is_none(),
+        "{name} waits for its peer but answered state.get after {:?}: {answer:?}",
+        started.elapsed()
+    );
+    let status = broker.status().expect("status after the state.get");
+    assert_ne!(status["state"], "active", "{name}: {status}");
+    assert!(status["waiting_for_peer"].is_string(), "{name}: {status}");
+    assert_eq!(
+        metric(broker.metrics, "hearth_state_waiting_for_peer"),
+        1.0,
+        "{name}: hearth_state_waiting_for_peer"
+    );
+    println!(
+        "{name} waits (state {}, seq {}): {reason}",
+        status["state"], status["state_seq"]
+    );
+    reason
+}
+
+/// What the checks of acknowledged writes against a model found.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub sent: u64,
+    pub acked: usize,
+    /// Acknowledged writes whose key is absent or holds another value.
+    pub missing: Vec<String>,
+    /// Acknowledged writes whose key holds their value with another seq than the reply's
+    /// (applied again after the acknowledgement, or the reply's seq was wrong).
+    pub duplicates: Vec<String>,
+    pub unanswered: usize,
+    pub refused: usize,
+}
+
+/// Checks every acknowledged write of `logs` against `found`.
+pub fn tally(logs: &[&WriteLog], found: &BTreeMap<String, (i64, u64)>) -> Tally {
+    let mut t = Tally::default();
+    for log in logs {
+        t.sent += log.sent;
+        t.acked += log.acked.len();
+        t.unanswered += log.unanswered.len();
+        t.refused += log.refused.len();
+        for (key, &(value, seq)) in &log.acked {
+            match found.get(key) {
+                Some(&(v, s)) if v == value && s == seq => {}
+                Some(&(v, s)) if v == value => t
+                    .duplicates
+                    .push(format!("{key}: acked seq {seq}, holds seq {s}")),
+                other => t
+                    .missing
+                    .push(format!("{key}: acked {:?}, found {other:?}", (value, seq))),
+            }
+        }
+    }
+    t
+}
+
+/// Prints the counts in the form every state test uses.
+pub fn print_tally(what: &str, t: &Tally) {
+    println!(
+        "{what}: writes sent {}, acknowledged {}, acknowledged but missing {}, duplicates applied {} (unanswered {}, refused {})",
+        t.sent,
+        t.acked,
+        t.missing.len(),
+        t.duplicates.len(),
+        t.unanswered,
+        t.refused
+    );
+}
+
+/// Prints the counts and asserts that nothing acknowledged is missing or applied twice,
+/// and that every write was answered.
+pub fn check_writes(what: &str, logs: &[&WriteLog], found: &BTreeMap<String, (i64, u64)>) {
+    let t = tally(logs, found);
+    print_tally(what, &t);
+    assert!(
+        t.missing.is_empty(),
+        "{what}: acknowledged writes missing: {:?}",
+        t.missing
+    );
+    assert!(
+        t.duplicates.is_empty(),
+        "{what}: writes applied again: {:?}",
+        t.duplicates
+    );
+    for log in logs {
+        assert!(
+            log.unanswered.is_empty(),
+            "{what}: unanswered {:?}",
+            log.unanswered
+        );
+        assert!(log.refused.is_empty(), "{what}: refused {:?}", log.refused);
+    }
+}
