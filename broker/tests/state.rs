@@ -237,3 +237,64 @@ fn the_feed_publishes_each_committed_change() {
     assert_eq!(last, before + 1);
     assert!(before > seq);
 }
+
+/// Runs `hearth-broker` with `args` until it exits (it must, within the deadline): its exit
+/// code and stderr.
+fn broker_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hearth-broker"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn hearth-broker");
+    let status = wait_for("hearth-broker to exit", T, || match child.try_wait() {
+        Ok(Some(status)) => Ok(status),
+        other => Err(format!("{other:?}")),
+    });
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (status.code(), stderr)
+}
+
+#[test]
+fn a_damaged_or_foreign_data_dir_stops_the_binary_with_exit_code_1() {
+    // Written by a broker, then damaged: sled's files overwritten with garbage.
+    let damaged = DataDir::new("damaged");
+    let broker = start_broker(|c| c.data_dir = Some(damaged.0.clone()));
+    let ctx = zmq::Context::new();
+    call(&ctx, &broker, "state.set", &[b"d1:ai1ee"]);
+    broker.shutdown().expect("clean stop");
+    let sled_dir = damaged.0.join("state.sled");
+    let mut damaged_any = false;
+    for entry in std::fs::read_dir(&sled_dir).expect("sled's dir").flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            let len = std::fs::metadata(&path)
+                .map(|m| m.len())
+                .unwrap_or(0)
+                .max(64);
+            std::fs::write(&path, vec![0xA5u8; len as usize]).expect("damage");
+            damaged_any = true;
+        }
+    }
+    assert!(damaged_any, "sled wrote files in {}", sled_dir.display());
+    // A directory full of somebody else's files.
+    let foreign = DataDir::new("foreign");
+    std::fs::create_dir_all(&foreign.0).expect("dir");
+    std::fs::write(foreign.0.join("photos.db"), b"not hearth's").expect("file");
+    for dir in [&damaged, &foreign] {
+        let path = dir.0.display().to_string();
+        let (code, stderr) = broker_exit(&["--frontend", "tcp://127.0.0.1:*", "--data-dir", &path]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&path),
+            "the message names the dir: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // Nothing was reset: the damaged files are still there as they were left.
+    assert!(sled_dir.exists());
+}
