@@ -49,6 +49,8 @@ pub(super) struct Downstream {
     pub(super) known: bool,
     /// No sending before this (after a send the socket refused).
     retry_at: Option<Instant>,
+    /// (the follower's seq, ours) of the last snapshot sent to a diverged follower.
+    snapshot_for: Option<(u64, u64)>,
 }
 
 /// What the follower side keeps.
@@ -350,6 +352,11 @@ impl Core {
     }
 
     fn on_sync(&mut self, now: Instant, sync: Sync) {
+        if !self.peer_alive_now(now) {
+            // Its replication connection came back before its first heartbeat: the next
+            // periodic sync will do, once the peer is known alive.
+            return;
+        }
         let theirs = DataPoint {
             last_term: sync.history.term_at(sync.seq),
             seq: sync.seq,
@@ -362,15 +369,22 @@ impl Core {
         let common = self.state.history.common(ours, &sync.history, sync.seq);
         let down = &mut self.repl.down;
         if common < sync.seq {
-            info!(
-                peer_seq = sync.seq,
-                common, "the peer's state model diverged from ours: sending a snapshot"
-            );
-            down.known = true;
-            down.acked = 0;
-            self.send_snapshot(common);
+            // A snapshot already on its way for this very state of the follower is not sent
+            // again (the follower syncs after each flush and on a timer).
+            let fresh = down.snapshot_for != Some((sync.seq, ours));
+            if fresh || sync.resend {
+                info!(
+                    peer_seq = sync.seq,
+                    common, "the peer's state model diverged from ours: sending a snapshot"
+                );
+                down.known = true;
+                down.acked = 0;
+                down.snapshot_for = Some((sync.seq, ours));
+                self.send_snapshot(common);
+            }
             return;
         }
+        down.snapshot_for = None;
         if !down.known || sync.resend || down.sent_upto < sync.seq {
             down.sent_upto = sync.seq;
             down.retry_at = None;
@@ -549,7 +563,14 @@ impl Core {
 
     fn install_snapshot(&mut self, now: Instant, parts: Vec<SnapshotChunk>) {
         let Some(head) = parts.last() else { return };
-        let (seq, common, history) = (head.seq, head.common, head.history.clone());
+        let (seq, history) = (head.seq, head.history.clone());
+        // Where the two histories part, worked out here from what this broker holds now:
+        // the source's `common` may be stale (a second snapshot for an earlier sync).
+        let common = history.common(seq, &self.state.history, self.state.seq());
+        if common == seq && self.state.seq() == seq {
+            // Already holds exactly this (a second snapshot for an earlier sync).
+            return;
+        }
         let now_ms = self.state.wall_ms(now);
         let conflicts = self.divergent_changes(common);
         let limits = self.state.model.limits().clone();

@@ -17,9 +17,14 @@ pub struct BrokerProc {
 impl BrokerProc {
     /// Starts `hearth-broker` with `args` plus a frontend and metrics address on free ports.
     pub fn start(args: &[String]) -> BrokerProc {
-        let frontend = format!("tcp://127.0.0.1:{}", free_port());
+        // Two free ports picked one after the other can be the same one: pick again.
+        let frontend_port = free_port();
+        let metrics_port = std::iter::repeat_with(free_port)
+            .find(|&p| p != frontend_port)
+            .expect("a second free port");
+        let frontend = format!("tcp://127.0.0.1:{frontend_port}");
         let metrics: std::net::SocketAddr =
-            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            format!("127.0.0.1:{metrics_port}").parse().expect("addr");
         let mut all = args.to_vec();
         all.extend([
             "--frontend".into(),
