@@ -20,6 +20,11 @@ pub enum ClientError {
     /// not "200"/"404", a status record that does not decode).
     #[error("bad reply: {0}")]
     BadReply(String),
+    /// The broker understood the request and refused it, answering `{error: "..."}` (a
+    /// state-model write whose `if_seq` does not match, a bad key, a value over a limit).
+    /// Nothing was changed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The request cannot be sent as RFC 7 requires (empty or over-long service name, no
     /// body frame, a frame over the configured limit).
     #[error("invalid request: {0}")]

@@ -13,12 +13,18 @@
 //! # Ok::<(), hearth_client::ClientError>(())
 //! ```
 //!
+//! The home's state model is in [`state`] (`client.state().get(...)`, `set`, `del`,
+//! `snapshot`), and [`feed`] follows its change feed: a snapshot, then every change once, in
+//! order, across failover.
+//!
 //! Delivery is *at least once*: a request whose attempt timed out is sent again, so a
 //! service may run it twice. Make requests idempotent where that matters.
 
 mod client;
 mod config;
 mod error;
+pub mod feed;
+pub mod state;
 
 pub use client::Client;
 pub use config::ClientConfig;

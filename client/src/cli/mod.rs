@@ -6,6 +6,7 @@ mod call;
 mod internal;
 mod pair;
 mod procs;
+mod state;
 mod status;
 mod up;
 
@@ -48,6 +49,9 @@ enum Command {
     /// List services from hearth.status, or ask mmi.service about each NAME (exit 1 if any
     /// has no worker)
     Services(call::ServicesArgs),
+    /// Read, write and watch the home's state model: `state get|set|del|watch`
+    #[command(after_long_help = state::VALUE_HELP)]
+    State(state::StateArgs),
     /// Show each broker's status: several --broker side by side in a table, one as a block;
     /// --json prints one line per broker (exit 1 if any does not answer)
     Status(status::StatusArgs),
@@ -170,6 +174,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Call(args) => call::call(&connection, args),
         Command::Services(args) => call::services(&connection, args),
+        Command::State(args) => state::run(&connection, args),
         Command::Status(args) => status::status(&connection, args),
         Command::Bench(args) => bench::run(&connection, args),
         Command::Up(args) => up::run(&connection, args),
