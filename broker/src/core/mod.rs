@@ -198,7 +198,7 @@ impl Core {
     pub fn end_round(&mut self, now: Instant) {
         self.replication_round(now);
         self.persist_round(now);
-        self.release_committed();
+        self.release_committed(now);
         self.state_gauges();
     }
 

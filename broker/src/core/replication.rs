@@ -24,7 +24,6 @@ use hearth_proto::status::BStarState;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::state_side::Commit;
 use super::{Core, Effect};
 use crate::pair::Activation;
 use crate::state::restart::{self, DataPoint, Gate, GateInput, PeerNews, Standing};
@@ -117,7 +116,7 @@ impl Core {
         self.state() == BStarState::Active
     }
 
-    fn peer_alive_now(&self, now: Instant) -> bool {
+    pub(super) fn peer_alive_now(&self, now: Instant) -> bool {
         self.pair.as_ref().is_some_and(|p| p.peer_alive(now))
     }
 
@@ -132,9 +131,7 @@ impl Core {
 
     /// Whether this broker, active, has durably recorded its peer as in sync.
     fn paired_durably(&self) -> bool {
-        self.is_active()
-            && self.state.commit == Commit::Paired
-            && self.state.durably(Standing::Paired)
+        self.is_active() && self.state.durably(Standing::Paired)
     }
 
     /// What this broker's heartbeat says of its state model.
@@ -281,15 +278,17 @@ impl Core {
         let alive = self.peer_alive_now(now);
         if !alive && self.repl.down.known {
             info!("the peer is gone: no follower to replicate to");
-            self.repl.down = Downstream::default();
+            // What it last acknowledged is kept: writes after it are what would need the
+            // *alone* standing.
+            self.repl.down = Downstream {
+                acked: self.repl.down.acked,
+                ..Downstream::default()
+            };
         }
         let period = self.peer_heartbeat_interval();
         if self.following(now) {
             // A broker that follows its peer may be behind it: paired from now on.
-            if self.state.standing_written.map(|(s, _)| s) != Some(Standing::Paired) {
-                self.state.write_standing(Standing::Paired);
-                self.state.commit = Commit::Paired;
-            }
+            self.state.write_standing(Standing::Paired);
             if self.repl.up.next_sync.is_none_or(|at| now >= at) {
                 let behind = self
                     .repl
@@ -305,36 +304,35 @@ impl Core {
             self.repl.up.next_sync = None;
         }
         if self.is_active() {
-            match self.state.commit {
-                Commit::Paired if !alive => self.go_alone(),
-                Commit::AloneFrom(_)
-                    if alive
-                        && self.repl.down.known
-                        && self.repl.down.acked >= self.state.seq() =>
-                {
-                    info!(
-                        seq = self.state.seq(),
-                        "the passive is in sync: writes wait for its acknowledgement again"
-                    );
-                    self.state.write_standing(Standing::Paired);
-                    self.state.commit = Commit::Paired;
-                }
-                _ => {}
+            let standing = self.state.standing_written.map(|(s, _)| s);
+            // Alone only when a write needs it: a peer that merely looked silent for a
+            // moment, with no write waiting, stays counted in sync (so it may still take
+            // over if this broker dies).
+            let waiting = self.state.seq() > self.repl.down.acked;
+            if !alive && waiting {
+                self.go_alone();
+            } else if alive
+                && self.repl.down.known
+                && self.repl.down.acked >= self.state.alone_committed
+                && standing != Some(Standing::Paired)
+            {
+                // Every write answered alone is on the follower now, and every later one
+                // waits for its acknowledgement (the peer is alive): in sync.
+                info!(
+                    seq = self.state.seq(),
+                    "the passive is in sync: writes wait for its acknowledgement"
+                );
+                self.state.write_standing(Standing::Paired);
             }
         }
     }
 
     /// The active answers writes alone from now on: the *alone* standing is written first.
     pub(super) fn go_alone(&mut self) {
-        if matches!(self.state.commit, Commit::AloneFrom(_))
-            && self.state.standing_written.map(|(s, _)| s) == Some(Standing::Alone)
-        {
-            return;
+        if self.state.standing_written.map(|(s, _)| s) != Some(Standing::Alone) {
+            self.state.write_standing(Standing::Alone);
+            info!("the peer is not in sync: this broker acknowledges writes alone");
         }
-        self.state.write_standing(Standing::Alone);
-        let round = self.state.standing_written.map_or(0, |(_, round)| round);
-        self.state.commit = Commit::AloneFrom(round);
-        info!("the peer is not in sync: this broker acknowledges writes alone");
     }
 
     fn peer_heartbeat_interval(&self) -> std::time::Duration {
@@ -392,7 +390,7 @@ impl Core {
         down.known = true;
         down.acked = sync.seq;
         self.stream(now);
-        self.release_committed();
+        self.release_committed(now);
     }
 
     /// Sends the follower what it lacks: from the tail, or a snapshot.

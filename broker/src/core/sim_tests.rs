@@ -136,6 +136,9 @@ struct Sim {
     acked: BTreeMap<String, (i64, u64)>,
     next_write: u64,
     log: Vec<String>,
+    /// Kill the broker that answers the next write, right after its answer (the window
+    /// where a write is acknowledged but may not have reached the peer yet).
+    kill_on_ack: bool,
     _dirs: Vec<TempDir>,
 }
 
@@ -169,6 +172,7 @@ impl Sim {
             acked: BTreeMap::new(),
             next_write: 0,
             log: Vec::new(),
+            kill_on_ack: false,
             _dirs: dirs,
         };
         for i in 0..2 {
@@ -489,6 +493,7 @@ fn random_kills_freezes_and_restarts_lose_no_acknowledged_write() {
                     let ms = sim.rng.gen_range(50..800);
                     sim.freeze(i, Duration::from_millis(ms));
                 }
+                5 | 6 if sim.nodes[i].alive() => sim.kill_on_ack = true,
                 4 if sim.nodes[0].alive() && sim.nodes[1].alive() => {
                     sim.note("power cut".into());
                     sim.kill(0);

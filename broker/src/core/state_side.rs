@@ -45,18 +45,6 @@ struct Pending {
     body: Vec<u8>,
 }
 
-/// Where the persisted standing is, as the active moves between waiting for the passive's
-/// acknowledgements and answering alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Commit {
-    /// Writes wait for the passive's acknowledgement (its durable standing is paired, or
-    /// about to be).
-    Paired,
-    /// Answering alone from the round given on, once that round (which records the
-    /// *alone* standing) is flushed; until then, acknowledgements still count.
-    AloneFrom(u64),
-}
-
 /// The state model and everything around it.
 pub struct StateSide {
     pub(super) model: StateModel,
@@ -86,7 +74,9 @@ pub struct StateSide {
     pub(super) standing_at_start: Option<Standing>,
     /// The standing last written, with the round it was written in.
     pub(super) standing_written: Option<(Standing, u64)>,
-    pub(super) commit: Commit,
+    /// The highest seq answered without the follower's acknowledgement (while the peer was
+    /// gone): the follower must hold it before the pair counts as in sync again.
+    pub(super) alone_committed: u64,
     /// The highest Binary Star term persisted.
     pub(super) term_written: u64,
     /// Wall-clock anchor: the Unix time in ms at the given instant.
@@ -116,9 +106,11 @@ impl StateSide {
             feed: start.feed,
             standing_at_start: start.standing,
             standing_written: start.standing.map(|s| (s, 0)),
-            commit: match start.standing {
-                Some(Standing::Paired) => Commit::Paired,
-                _ => Commit::AloneFrom(0),
+            // Restarted from a data dir whose writes may have been answered alone.
+            alone_committed: if start.standing == Some(Standing::Paired) {
+                0
+            } else {
+                seq
             },
             term_written: start.term,
             wall: (start.now, start.wall_ms),
@@ -329,7 +321,7 @@ impl Core {
                 });
             }
         }
-        self.release_committed();
+        self.release_committed(now);
     }
 
     /// The Binary Star term changes are made in (0 for a standalone broker).
@@ -410,27 +402,30 @@ impl Core {
             state.in_flight.pop_front();
         }
         self.after_flush(now);
-        self.release_committed();
+        self.release_committed(now);
     }
 
-    /// The seq up to which writes are committed: flushed here and, while paired,
-    /// acknowledged by the passive.
-    pub(super) fn committed_seq(&self) -> u64 {
-        let state = &self.state;
+    /// The seq up to which writes are committed: flushed here and, while the peer is alive
+    /// (or until this broker's *alone* standing is durable), acknowledged by the follower.
+    pub(super) fn committed_seq(&self, now: Instant) -> (u64, bool) {
+        let flushed = self.state.flushed_seq;
         if self.pair.is_none() {
-            return state.flushed_seq;
+            return (flushed, false);
         }
-        let acked = self.downstream_acked();
-        match state.commit {
-            Commit::Paired => state.flushed_seq.min(acked),
-            Commit::AloneFrom(round) if round > state.flushed_round => state.flushed_seq.min(acked),
-            Commit::AloneFrom(_) => state.flushed_seq,
+        let alone = !self.peer_alive_now(now) && self.state.durably(Standing::Alone);
+        if alone {
+            (flushed, true)
+        } else {
+            (flushed.min(self.downstream_acked()), false)
         }
     }
 
     /// Sends every pending reply whose write is committed, and publishes committed changes.
-    pub(super) fn release_committed(&mut self) {
-        let committed = self.committed_seq();
+    pub(super) fn release_committed(&mut self, now: Instant) {
+        let (committed, alone) = self.committed_seq(now);
+        if alone && self.state.pending.front().is_some_and(|p| p.seq <= committed) {
+            self.state.alone_committed = self.state.alone_committed.max(committed);
+        }
         while self
             .state
             .pending
