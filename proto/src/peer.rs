@@ -265,6 +265,7 @@ mod tests {
             PeerMessage::Sync(Sync {
                 seq: 4,
                 history: history.clone(),
+                flushed: 3,
                 resend: true,
             }),
             PeerMessage::Changes(Changes {

@@ -4,7 +4,7 @@
 //! heartbeat one), so a burst of changes never delays a heartbeat, and it is made reliable
 //! by sequence numbers, not by the socket: the *follower* (the passive, or a broker behind
 //! its peer at start-up) says what it holds with [`Sync`] — its seq and its term
-//! [`History`] — and the *source* answers with the [`Changes`] that follow, or, when its
+//! [`History`], and how far it has flushed — and the *source* answers with the [`Changes`] that follow, or, when its
 //! change log no longer reaches back that far or the two histories diverged, with a
 //! [`SnapshotChunk`] series. The follower sends [`Sync`] again after every flush: that is
 //! the acknowledgement the active waits for before answering a write. A follower that
@@ -98,10 +98,13 @@ impl History {
 /// from there". Doubles as the acknowledgement of replicated changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sync {
-    /// The follower's seq, flushed.
+    /// The follower's seq: the last change its model holds (flushed or not).
     pub seq: u64,
-    /// The follower's history.
+    /// The follower's history, up to `seq`.
     pub history: History,
+    /// The seq up to which the follower has flushed what it holds: its acknowledgement.
+    #[serde(default)]
+    pub flushed: u64,
     /// Send everything after `seq` again (a gap, or no progress for a while).
     pub resend: bool,
 }

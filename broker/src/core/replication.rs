@@ -255,8 +255,9 @@ impl Core {
 
     fn sync_message(&self, resend: bool) -> PeerMessage {
         PeerMessage::Sync(Sync {
-            seq: self.state.flushed_seq,
+            seq: self.state.seq(),
             history: self.state.history.clone(),
+            flushed: self.state.flushed_seq.min(self.state.seq()),
             resend,
         })
     }
@@ -388,7 +389,7 @@ impl Core {
             down.retry_at = None;
         }
         down.known = true;
-        down.acked = sync.seq;
+        down.acked = sync.flushed.min(sync.seq);
         self.stream(now);
         self.release_committed(now);
     }
@@ -507,6 +508,13 @@ impl Core {
         for change in msg.changes {
             let at = self.state.seq();
             if change.seq <= at {
+                // Held already, from this very source: the same term at that seq. A change
+                // of another term there means the histories parted: ask again, and the
+                // source will see the divergence in the history sent along.
+                if self.state.history.term_at(change.seq) != change.term {
+                    self.ask_resend("a replicated change of another term at a seq held");
+                    return;
+                }
                 continue;
             }
             if change.seq != at + 1 {
@@ -524,11 +532,7 @@ impl Core {
 
     fn ask_resend(&mut self, why: &str) {
         info!(why, seq = self.state.seq(), "asking the peer to resend");
-        let msg = PeerMessage::Sync(Sync {
-            seq: self.state.seq(),
-            history: self.state.history.clone(),
-            resend: true,
-        });
+        let msg = self.sync_message(true);
         self.send_to_peer(msg);
     }
 

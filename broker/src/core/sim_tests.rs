@@ -139,6 +139,7 @@ struct Sim {
     /// Kill the broker that answers the next write, right after its answer (the window
     /// where a write is acknowledged but may not have reached the peer yet).
     kill_on_ack: bool,
+    watch_last: [String; 2],
     _dirs: Vec<TempDir>,
 }
 
@@ -173,6 +174,7 @@ impl Sim {
             next_write: 0,
             log: Vec::new(),
             kill_on_ack: false,
+            watch_last: Default::default(),
             _dirs: dirs,
         };
         for i in 0..2 {
@@ -191,13 +193,21 @@ impl Sim {
         self.nodes[i].start(now, force);
         self.nodes[1 - i].events.push_back(LinkEvent::Ready);
         let role = self.nodes[i].role;
+        let found = self.nodes[i]
+            .core
+            .as_ref()
+            .map(|c| (c.state.standing_at_start, c.state.seq(), c.state.last_term()));
         self.note(format!(
-            "start {role}{}",
+            "start {role}{} (standing, seq, last term: {found:?})",
             if force { " --force-active" } else { "" }
         ));
     }
 
     fn kill(&mut self, i: usize) {
+        let was = self.nodes[i].core.as_ref().map(|c| {
+            (c.state(), c.state.standing_written, c.state.flushed_round, c.state.seq())
+        });
+        self.note(format!("  before the kill: {was:?}"));
         self.nodes[i].kill();
         let step = self.step;
         let other = &mut self.nodes[1 - i];
@@ -246,6 +256,24 @@ impl Sim {
         if self.step.is_multiple_of(10) {
             for i in serving {
                 self.check_holds_acked(i);
+            }
+        }
+        if std::env::var_os("HEARTH_SIM_TRACE").is_some() {
+            for i in 0..2 {
+                self.check_store_matches_model(i);
+            }
+            if let Ok(key) = std::env::var("HEARTH_SIM_WATCH") {
+                for i in 0..2 {
+                    let seen = self.nodes[i].core.as_ref().map(|c| {
+                        let e = c.state.model().entries().find(|(k, _)| *k == key).map(|(_, e)| e.seq);
+                        (e, c.state.seq(), c.state.history.clone())
+                    });
+                    let line = format!("{} {key}: {seen:?}", self.nodes[i].role);
+                    if self.watch_last[i] != line {
+                        self.watch_last[i] = line.clone();
+                        self.note(line);
+                    }
+                }
             }
         }
     }
@@ -341,7 +369,18 @@ impl Sim {
         let Some(write) = self.writes.remove(&client) else {
             return;
         };
+        if std::env::var_os("HEARTH_SIM_TRACE").is_some() {
+            let role = self.nodes[from].role;
+            self.note(format!("ack {} = {} seq {seq} by {role}", write.key, write.value));
+        }
         self.acked.insert(write.key, (write.value, seq));
+        if std::env::var_os("HEARTH_SIM_NOKILL").is_none() && std::mem::take(&mut self.kill_on_ack) {
+            self.note(format!(
+                "(right after it answered {})",
+                String::from_utf8_lossy(&client)
+            ));
+            self.kill(from);
+        }
     }
 
     /// Lazy Pirate clients: a few writes in flight, each retried on the other broker after
@@ -395,6 +434,37 @@ impl Sim {
                     );
                 }
             }
+        }
+    }
+
+    /// With nothing in flight to its store, a broker's store holds exactly its model.
+    fn check_store_matches_model(&self, i: usize) {
+        let node = &self.nodes[i];
+        let (Some(core), Some(store)) = (&node.core, &node.store) else {
+            return;
+        };
+        if !node.writes.is_empty() || !core.state.idle() {
+            return;
+        }
+        let loaded = store.load().expect("load");
+        let on_disk: BTreeMap<String, u64> =
+            loaded.entries.iter().map(|(k, e)| (k.clone(), e.seq)).collect();
+        let in_memory: BTreeMap<String, u64> = core
+            .state
+            .model()
+            .entries()
+            .map(|(k, e)| (k.to_owned(), e.seq))
+            .collect();
+        if on_disk != in_memory {
+            let missing: Vec<_> = in_memory.iter().filter(|(k, v)| on_disk.get(*k) != Some(v)).collect();
+            let extra: Vec<_> = on_disk.iter().filter(|(k, v)| in_memory.get(*k) != Some(v)).collect();
+            panic!(
+                "the {}'s store differs from its model (seq {} vs {}): not on disk {missing:?}, only on disk {extra:?}\n{}",
+                node.role,
+                loaded.last_seq,
+                core.state.seq(),
+                self.log.join("\n")
+            );
         }
     }
 
@@ -478,7 +548,14 @@ impl Sim {
 
 #[test]
 fn random_kills_freezes_and_restarts_lose_no_acknowledged_write() {
-    for seed in 0..16u64 {
+    let seeds = match std::env::var("HEARTH_SIM_SEED") {
+        Ok(seed) => seed.parse().map(|s: u64| s..s + 1).unwrap_or(0..16),
+        Err(_) => 0..16u64,
+    };
+    if std::env::var_os("HEARTH_SIM_TRACE").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+    }
+    for seed in seeds {
         let mut sim = Sim::new(seed);
         println!("seed {seed}");
         sim.run_until("the pair settles", Duration::from_secs(10), Sim::settled);

@@ -12,18 +12,23 @@
 //! | `c/<counter, 8 bytes big-endian>` | conflict records, opaque, in the order they were added |
 //! | `s/last-seq` | the store's own bookkeeping: the seq of the last change it holds |
 //! | `s/batches` | the store's own bookkeeping: how many batches were ever written |
+//! | `s/digest` | the store's own bookkeeping: the XOR of a hash of each `k/`, `w/`, `m/` record |
 //!
 //! On disk, `<data dir>` holds `state.sled/` (sled's files), `hearth.lock` (a `flock`ed
 //! file naming the pid of the broker using the dir), `hearth.flushed` (see below) and, only
-//! while a new store is being created, `state.sled.creating`. [`Store::open`] refuses, with a [`StoreError`] that names
-//! the dir and says what to do, a dir in use, a damaged store, and a dir that is not
-//! hearth's; it never panics and never replaces data with an empty store.
+//! while a new store is being created, `state.sled.creating`. [`Store::open`] refuses a
+//! dir in use, a damaged store and a dir that is not hearth's with a [`StoreError`] that
+//! names the dir and says what to do; it never panics and never takes an empty or partial
+//! store for the one that was written.
 //!
 //! sled treats a damaged end of its log like a write torn by a crash: it opens the store as
 //! it was before, without an error (cutting `db` in half loses every entry silently). So
 //! after each flush the store writes the number of batches flushed to `hearth.flushed`
 //! (outside sled, no fsync of its own: it only ever claims what sled already fsynced), and
 //! [`Store::open`] refuses a store whose `s/batches` is lower: flushed writes are missing.
+//! Damage in the middle of the log can also make sled recover older versions of some
+//! pages and not others, so every batch also updates `s/digest`, and [`Store::load`]
+//! refuses records that do not add up to it.
 //!
 //! sled 0.34 can panic on some damaged files; every call into it here runs under
 //! `catch_unwind`, which turns the panic into [`StoreError::Corrupt`]. The process's panic
@@ -72,6 +77,7 @@ const CONFLICT: &[u8] = b"c/";
 const FORMAT_KEY: &[u8] = b"m/format";
 const LAST_SEQ_KEY: &[u8] = b"s/last-seq";
 const BATCHES_KEY: &[u8] = b"s/batches";
+const DIGEST_KEY: &[u8] = b"s/digest";
 
 /// How long [`Store::open`] retries sled's own file lock when hearth's lock is already
 /// held by this process: sled's background threads may keep a just-dropped store's file
@@ -331,6 +337,7 @@ impl Batch {
 struct Tally {
     next_conflict: u64,
     batches: u64,
+    digest: u64,
 }
 
 /// The durable store of one broker. `Send + Sync`: the writer thread writes and flushes
@@ -418,13 +425,18 @@ impl Store {
                 Ok(db)
             }
         })?;
-        let (last_seq, next_conflict, batches) = guarded(&dir, "opening", || {
+        let (last_seq, tally) = guarded(&dir, "opening", || {
             let batches = read_u64(&dir, &db, BATCHES_KEY)?;
             check_flushed_mark(&dir, batches)?;
             trim_log(&dir, &db, log_keep)?;
-            let last_seq = read_u64(&dir, &db, LAST_SEQ_KEY)?;
-            Ok((last_seq, read_next_conflict(&dir, &db)?, batches))
+            let tally = Tally {
+                next_conflict: read_next_conflict(&dir, &db)?,
+                batches,
+                digest: read_u64(&dir, &db, DIGEST_KEY)?,
+            };
+            Ok((read_u64(&dir, &db, LAST_SEQ_KEY)?, tally))
         })?;
+        let batches = tally.batches;
         let flushed_mark = OpenOptions::new()
             .write(true)
             .create(true)
@@ -439,10 +451,7 @@ impl Store {
             written: AtomicU64::new(batches),
             marked: AtomicU64::new(0),
             flushed_mark,
-            writing: Mutex::new(Tally {
-                next_conflict,
-                batches,
-            }),
+            writing: Mutex::new(tally),
             _lock: lock,
         };
         store.mark_flushed(batches)?;
@@ -451,15 +460,24 @@ impl Store {
 
     /// Reads every entry, remembered write id and metadata, for the broker to rebuild its
     /// model at start-up. A record that cannot be read is [`StoreError::Corrupt`] naming it.
+    ///
+    /// Meant for start-up: it holds off writes while it reads, so that it can check the
+    /// records against the digest written with them.
     pub fn load(&self) -> Result<Loaded, StoreError> {
         let dir = &self.dir;
+        let tally = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         guarded(dir, "loading", || {
+            let mut digest = 0;
             let mut loaded = Loaded {
                 last_seq: self.last_seq(),
                 ..Loaded::default()
             };
             for record in self.db.scan_prefix(ENTRY) {
                 let (key, value) = record.map_err(sled_err(dir, "loading the entries"))?;
+                digest ^= record_hash(&key, &value);
                 let key = utf8(dir, "an entry key", &key[ENTRY.len()..])?;
                 let entry = StoredEntry::decode(&value).map_err(|e| StoreError::Corrupt {
                     dir: dir.clone(),
@@ -469,6 +487,7 @@ impl Store {
             }
             for record in self.db.scan_prefix(WRITE_ID) {
                 let (key, value) = record.map_err(sled_err(dir, "loading the write ids"))?;
+                digest ^= record_hash(&key, &value);
                 let id = key[WRITE_ID.len()..].to_vec();
                 let write: RememberedWrite =
                     bendy::serde::from_bytes(&value).map_err(|e| StoreError::Corrupt {
@@ -488,9 +507,23 @@ impl Store {
             for record in self.db.scan_prefix(META) {
                 let (key, value) = record.map_err(sled_err(dir, "loading the metadata"))?;
                 if &key[..] != FORMAT_KEY {
+                    digest ^= record_hash(&key, &value);
                     let name = utf8(dir, "a metadata name", &key[META.len()..])?;
                     loaded.meta.insert(name, value.to_vec());
                 }
+            }
+            if digest != tally.digest {
+                return Err(StoreError::Corrupt {
+                    dir: dir.clone(),
+                    detail: format!(
+                        "the {} entries, {} write ids and {} metadata records read back do \
+                         not add up to the digest written with them: sled lost or rolled \
+                         back some of them",
+                        loaded.entries.len(),
+                        loaded.write_ids.len(),
+                        loaded.meta.len()
+                    ),
+                });
             }
             Ok(loaded)
         })
@@ -508,7 +541,7 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = &self.dir;
         let batches = tally.batches + 1;
-        let (last_seq, next_conflict) = guarded(dir, "writing", || {
+        let (last_seq, next_conflict, digest) = guarded(dir, "writing", || {
             let mut staged: BTreeMap<Cow<'_, [u8]>, Option<&[u8]>> = BTreeMap::new();
             let mut last_seq = None;
             let mut next_conflict = tally.next_conflict;
@@ -565,6 +598,23 @@ impl Store {
             }
             let batches_bytes = batches.to_be_bytes();
             staged.insert(Cow::Borrowed(BATCHES_KEY), Some(&batches_bytes));
+            let mut digest = tally.digest;
+            for (key, new) in &staged {
+                if digested(key) {
+                    let old = self
+                        .db
+                        .get(key)
+                        .map_err(sled_err(dir, "reading a record"))?;
+                    if let Some(old) = old {
+                        digest ^= record_hash(key, &old);
+                    }
+                    if let Some(new) = new {
+                        digest ^= record_hash(key, new);
+                    }
+                }
+            }
+            let digest_bytes = digest.to_be_bytes();
+            staged.insert(Cow::Borrowed(DIGEST_KEY), Some(&digest_bytes));
             let mut sled_batch = sled::Batch::default();
             for (key, value) in staged {
                 match value {
@@ -575,8 +625,9 @@ impl Store {
             self.db
                 .apply_batch(sled_batch)
                 .map_err(sled_err(dir, "writing a batch"))?;
-            Ok((last_seq, next_conflict))
+            Ok((last_seq, next_conflict, digest))
         })?;
+        tally.digest = digest;
         tally.next_conflict = next_conflict;
         tally.batches = batches;
         self.written.store(batches, Ordering::Release);
@@ -1002,6 +1053,39 @@ fn prefixed(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
 
 fn log_key(seq: u64) -> Vec<u8> {
     prefixed(LOG, &seq.to_be_bytes())
+}
+
+/// The records `s/digest` covers: those [`Store::load`] returns.
+fn digested(key: &[u8]) -> bool {
+    key.starts_with(ENTRY)
+        || key.starts_with(WRITE_ID)
+        || (key.starts_with(META) && key != FORMAT_KEY)
+}
+
+/// A 64-bit hash of one record, key and value, for `s/digest`. Part of the on-disk
+/// format: changing it makes every existing store look damaged.
+fn record_hash(key: &[u8], value: &[u8]) -> u64 {
+    // splitmix64's finaliser over the lengths and little-endian 8-byte words.
+    fn mix(mut x: u64) -> u64 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+    let mut hash = 0;
+    for part in [key, value] {
+        hash = mix(hash ^ part.len() as u64);
+        let mut words = part.chunks_exact(8);
+        for word in &mut words {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(word);
+            hash = mix(hash ^ u64::from_le_bytes(bytes));
+        }
+        let mut last = [0; 8];
+        last[..words.remainder().len()].copy_from_slice(words.remainder());
+        hash = mix(hash ^ u64::from_le_bytes(last));
+    }
+    hash
 }
 
 /// The keys [`Batch::replace_all`] replaces.

@@ -519,7 +519,7 @@ fn a_dir_that_is_not_ours_is_an_unknown_format() {
     // A later format of ours.
     let later = tmp.path().join("later");
     drop(Store::open(&later, 10).expect("create"));
-    let db = sled::open(later.join(SLED_DIR)).expect("sled");
+    let db = raw_sled(&later.join(SLED_DIR));
     db.insert(FORMAT_KEY, b"hearth-state/2").expect("insert");
     db.flush().expect("flush");
     drop(db);
@@ -553,7 +553,7 @@ fn a_record_that_does_not_decode_is_corrupt_naming_its_key() {
     let store = Store::open(tmp.path(), 10).expect("open");
     write_changes(&store, &numbered(3, 10));
     drop(store);
-    let db = sled::open(tmp.sled()).expect("sled");
+    let db = raw_sled(&tmp.sled());
     db.insert(b"k/hall/light", b"not bencode").expect("insert");
     db.flush().expect("flush");
     drop(db);
@@ -562,7 +562,7 @@ fn a_record_that_does_not_decode_is_corrupt_naming_its_key() {
     assert!(error.to_string().contains("\"hall/light\""), "{error}");
     assert_names_dir(&error, tmp.path());
 
-    let db = sled::open(tmp.sled()).expect("sled");
+    let db = raw_sled(&tmp.sled());
     db.remove(b"k/hall/light").expect("remove");
     db.insert(b"k/\xff\xfe", StoredEntry::encode(&entry(1, b"i1e", None)))
         .expect("insert");
@@ -573,13 +573,55 @@ fn a_record_that_does_not_decode_is_corrupt_naming_its_key() {
     let error = open_and_load(tmp.path()).expect_err("a key that is not UTF-8");
     assert!(error.to_string().contains("not UTF-8"), "{error}");
 
-    let db = sled::open(tmp.sled()).expect("sled");
+    let db = raw_sled(&tmp.sled());
     db.remove(b"k/\xff\xfe").expect("remove");
     db.flush().expect("flush");
     drop(db);
     let store = Store::open(tmp.path(), 10).expect("open");
     let error = store.changes_after(1, 10).expect_err("a bad log record");
     assert!(error.to_string().contains("change 2 of the log"), "{error}");
+}
+
+#[test]
+fn records_that_do_not_add_up_to_the_digest_are_corrupt() {
+    let tmp = TempDir::new("digest");
+    let store = Store::open(tmp.path(), 10).expect("open");
+    let mut changes = numbered(5, 10);
+    changes[4].write = Some(tag(b"id", 1));
+    write_changes(&store, &changes);
+    let mut batch = Batch::default();
+    batch.put_meta("seq", b"5".to_vec());
+    batch.forget_write_ids(&[b"id".to_vec()]);
+    batch.change(&gone(6, "key1", Cause::Delete));
+    store.write(&batch).expect("write");
+    store.flush().expect("flush");
+    drop(store);
+    assert_eq!(open_and_load(tmp.path()).expect("load").entries.len(), 4);
+
+    // An older version of one entry, as sled recovers when newer log records are damaged.
+    let db = raw_sled(&tmp.sled());
+    db.insert(b"k/key2", entry(1, b"i0e", None).encode())
+        .expect("insert");
+    db.flush().expect("flush");
+    drop(db);
+    let error = open_and_load(tmp.path()).expect_err("a rolled-back entry");
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains("do not add up"), "{error}");
+    assert_names_dir(&error, tmp.path());
+}
+
+/// sled's own handle on `state.sled`, once the store's background threads let go of it.
+fn raw_sled(path: &Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e)) if is_sled_lock_error(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("sled: {e:?}"),
+        }
+    }
 }
 
 #[test]
@@ -774,6 +816,77 @@ fn damaged_files_are_errors_never_panics_nor_an_empty_store() {
         let case = format!("{} random bytes at {at} of the db file", bytes.len());
         expect_damage_detected(&format!("round {round}: {case}"), &tmp, &before, true);
     }
+}
+
+/// Random damage to the db file, many times:
+/// `HEARTH_DAMAGE_ROUNDS=500 cargo test --release -p hearth-broker --lib damage_soak -- --ignored --nocapture`.
+#[test]
+#[ignore = "a soak; run it by hand"]
+fn damage_soak() {
+    let mut rng = seeded();
+    let rounds: u64 = std::env::var("HEARTH_DAMAGE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut outcomes = BTreeMap::<&str, u64>::new();
+    for round in 0..rounds {
+        let (tmp, before) = damaged_fixture("soak", round % 2 == 1);
+        let db = tmp.sled().join("db");
+        let at = rng.gen_range(0..len(&db));
+        let how_many = rng.gen_range(1..20_000);
+        let bytes = random_bytes(&mut rng, how_many);
+        overwrite(&db, at, &bytes);
+        let case = format!(
+            "round {round}: {how_many} random bytes at {at} of {} ({})",
+            len(&db),
+            if round % 2 == 1 {
+                "reopened"
+            } else {
+                "written once"
+            }
+        );
+        match std::panic::catch_unwind(|| open_and_load(tmp.path())) {
+            Err(_) => panic!("{case}: panicked"),
+            Ok(Err(error)) => {
+                let message = error.to_string();
+                let how = [
+                    ("sled panicked", "a sled panic, caught"),
+                    ("lost the end", "hearth.flushed"),
+                    ("do not add up", "s/digest"),
+                    ("no records at all", "an empty store"),
+                    ("sled found", "sled's own checks"),
+                ]
+                .iter()
+                .find(|(text, _)| message.contains(text))
+                .map_or("other errors", |(_, how)| how);
+                *outcomes.entry(how).or_insert(0) += 1;
+            }
+            Ok(Ok(loaded)) if loaded == before => *outcomes.entry("unharmed").or_insert(0) += 1,
+            Ok(Ok(loaded)) => {
+                let missing: Vec<_> = before
+                    .entries
+                    .iter()
+                    .filter(|e| !loaded.entries.contains(e))
+                    .map(|(k, e)| (k.clone(), e.seq))
+                    .take(5)
+                    .collect();
+                println!(
+                    "{case}: DIFFERS: {} of {} entries, last_seq {} of {}, meta {:?}, e.g. missing {missing:?}",
+                    loaded.entries.len(),
+                    before.entries.len(),
+                    loaded.last_seq,
+                    before.last_seq,
+                    loaded.meta,
+                );
+                let kept = std::env::temp_dir().join(format!("hearth-differs-{round}"));
+                copy_dir(tmp.path(), &kept);
+                println!("kept a copy in {}", kept.display());
+                *outcomes.entry("DIFFERS").or_insert(0) += 1;
+            }
+        }
+    }
+    println!("{rounds} rounds, detected by: {outcomes:?}");
+    assert!(!outcomes.contains_key("DIFFERS"), "{outcomes:?}");
 }
 
 #[test]
