@@ -100,6 +100,20 @@ pub struct Activation {
     /// the active that acknowledged writes alone when it last ran). The guide's Binary
     /// Star never lets a backup start alone.
     pub lone_backup_may_serve: bool,
+    /// How this broker's state model compares with the peer's, as of the peer's last
+    /// heartbeat.
+    pub data: DataOrder,
+}
+
+/// Whose state model is newer (the term of the last change, then the seq).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataOrder {
+    /// The peer's: an active steps down for it.
+    PeerNewer,
+    /// The same.
+    Same,
+    /// Ours: between two brokers that are not serving, the newer one becomes active.
+    OursNewer,
 }
 
 impl Default for Activation {
@@ -107,6 +121,7 @@ impl Default for Activation {
         Activation {
             may_activate: true,
             lone_backup_may_serve: false,
+            data: DataOrder::Same,
         }
     }
 }
@@ -146,6 +161,12 @@ impl<T> Pair<T> {
     /// state model), so terms keep rising across restarts.
     pub fn restore_term(&mut self, term: u64) {
         self.node.term = self.node.term.max(term);
+    }
+
+    /// Whether the peer has acknowledged a heartbeat this broker sent after it last resumed
+    /// from a stall (fresh news, not heartbeats queued while it was stopped).
+    pub fn heard_since_resume(&self) -> bool {
+        self.acked_at.is_some_and(|sent| sent >= self.listening_since)
     }
 
     /// Sets what the state model allows.
@@ -228,7 +249,9 @@ impl<T> Pair<T> {
         let acknowledged = self
             .acked_at
             .is_some_and(|sent| now + safety_margin(self.heartbeat) < sent + self.heartbeat * 2);
-        acknowledged || now >= self.peer_expiry()
+        // Serving again on the peer's silence alone is an activation of sorts: the state
+        // model has its say (the peer may have taken over while this broker was stopped).
+        acknowledged || (now >= self.peer_expiry() && self.activation.may_activate)
     }
 
     /// Feeds a clock reading; true if it reveals a stall: a gap since the previous reading
@@ -305,9 +328,44 @@ impl<T> Pair<T> {
             ),
             other => other?,
         };
+        let (node, verdict) = self.with_data(node, verdict, state, term);
         self.apply(now, node, verdict);
         self.settle_held(now);
         Ok(verdict)
+    }
+
+    /// Beyond the guide's table, the state model's data decides between brokers that the
+    /// table leaves stuck or wrong: an active whose peer holds newer data steps down (it
+    /// was frozen or cut off while the peer went on, so it would serve stale state); and
+    /// of two brokers where the peer is passive and this one is not serving, the one with
+    /// the newer data becomes active (the primary on a tie), so a pair whose stale side
+    /// stepped down is never left with no active. (On equal data the guide's table
+    /// decides, as it always did.)
+    fn with_data(&self, node: Node, verdict: Verdict, peer: State, term: u64) -> (Node, Verdict) {
+        let activation = self.activation;
+        match (node.state, peer, activation.data) {
+            (State::Active, _, DataOrder::PeerNewer) => (
+                Node {
+                    state: State::Passive,
+                    ..node
+                },
+                Verdict::SteppedDown,
+            ),
+            (State::Primary | State::Backup | State::Passive, State::Passive, DataOrder::OursNewer)
+                if activation.may_activate =>
+            {
+                let known = node.term.max(term);
+                (
+                    Node {
+                        state: State::Active,
+                        term: known + 1,
+                        ..node
+                    },
+                    Verdict::Activated,
+                )
+            }
+            _ => (node, verdict),
+        }
     }
 
     /// The peer-link connection is up (again): the next heartbeat goes now, so that a peer

@@ -118,6 +118,11 @@ impl PairSide {
         self.pair.restore_term(term);
     }
 
+    /// Whether the peer acknowledged a heartbeat sent after this broker's last stall.
+    pub fn heard_since_resume(&self) -> bool {
+        self.pair.heard_since_resume()
+    }
+
     /// What the state model allows the driver (see [`Activation`]).
     pub fn set_activation(&mut self, activation: Activation) {
         self.pair.set_activation(activation);

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::{Core, Effect};
-use crate::pair::Activation;
+use crate::pair::{Activation, DataOrder};
 use crate::state::restart::{self, DataPoint, Gate, GateInput, PeerNews, Standing};
 use crate::state::store::StoredEntry;
 use crate::state::{Entry, StateModel};
@@ -76,6 +76,8 @@ pub struct Replication {
     pub(super) force_active: bool,
     /// What the last heartbeat said of pairing.
     pub(super) paired_sent: bool,
+    /// Stalled while active and paired, the peer not heard since (see the gate).
+    pub(super) maybe_replaced: bool,
 }
 
 /// A change given up after a divergence, as kept in the conflict record.
@@ -166,10 +168,14 @@ impl Core {
         self.update_activation_hearing(now, true);
     }
 
-    /// After a stall, what the peer said of pairing is stale: it may have gone on alone.
+    /// After a stall, what the peer said of pairing is stale: it may have gone on alone;
+    /// and an active that was paired may have been replaced meanwhile.
     pub(super) fn forget_pairing(&mut self) {
         if let Some(peer) = &mut self.repl.peer {
             peer.paired = false;
+        }
+        if self.is_active() && self.state.durably(Standing::Paired) {
+            self.repl.maybe_replaced = true;
         }
     }
 
@@ -181,12 +187,16 @@ impl Core {
     /// The same, `hearing` the peer right now (its heartbeat is being handled).
     fn update_activation_hearing(&mut self, now: Instant, hearing: bool) {
         let Some(side) = &self.pair else { return };
+        if self.repl.maybe_replaced && side.heard_since_resume() {
+            self.repl.maybe_replaced = false;
+        }
         let input = GateInput {
             active: side.state() == BStarState::Active,
             force_active: self.repl.force_active,
             standing_at_start: self.state.standing_at_start,
             peer: self.repl.peer,
             peer_alive: hearing || side.peer_alive(now),
+            maybe_replaced: self.repl.maybe_replaced,
             ours: self.ours(),
         };
         let gate = restart::activation(input);
@@ -202,12 +212,22 @@ impl Core {
             }
             self.repl.gate = Some(gate);
         }
-        let waiting = matches!(gate, Gate::WaitForPeer | Gate::NotInSync);
+        let waiting = matches!(
+            gate,
+            Gate::WaitForPeer | Gate::NotInSync | Gate::MaybeReplaced
+        );
         self.metrics.state_waiting.set(i64::from(waiting));
+        let ours = self.ours();
+        let data = match self.repl.peer.map(|p| p.data.cmp(&ours)) {
+            Some(std::cmp::Ordering::Greater) => DataOrder::PeerNewer,
+            Some(std::cmp::Ordering::Less) => DataOrder::OursNewer,
+            _ => DataOrder::Same,
+        };
         if let Some(side) = &mut self.pair {
             side.set_activation(Activation {
                 may_activate: gate.is_open(),
                 lone_backup_may_serve: lone_backup,
+                data,
             });
         }
     }
@@ -230,6 +250,7 @@ impl Core {
     /// Why this broker waits for its peer, for `/status` (none when it does not).
     pub(super) fn waiting_reason(&self) -> Option<&'static str> {
         match self.repl.gate {
+            Some(Gate::MaybeReplaced) => Gate::MaybeReplaced.reason(),
             Some(gate @ (Gate::WaitForPeer | Gate::NotInSync | Gate::Behind))
                 if !self.is_active() =>
             {

@@ -266,7 +266,7 @@ impl Sim {
                 for i in 0..2 {
                     let seen = self.nodes[i].core.as_ref().map(|c| {
                         let e = c.state.model().entries().find(|(k, _)| *k == key).map(|(_, e)| e.seq);
-                        (e, c.state.seq(), c.state.history.clone())
+                        (c.state(), c.serving(self.now), e, c.state.seq(), c.repl.gate)
                     });
                     let line = format!("{} {key}: {seen:?}", self.nodes[i].role);
                     if self.watch_last[i] != line {
@@ -342,6 +342,12 @@ impl Sim {
         for msg in to_peer {
             let lost = !msg.is_replication() && self.rng.gen_bool(0.02);
             if self.nodes[1 - i].alive() && !lost {
+                if std::env::var_os("HEARTH_SIM_TRACE").is_some() {
+                    if let PeerMessage::Heartbeat(hb) = &msg {
+                        let to = self.nodes[1 - i].role;
+                        self.note(format!("hb to {to}: {} term {} paired {}", hb.state, hb.term, hb.paired));
+                    }
+                }
                 let inbox = &mut self.nodes[1 - i].inbox;
                 let at = inbox.back().map_or(arrive, |(last, _)| arrive.max(*last));
                 inbox.push_back((at, msg));

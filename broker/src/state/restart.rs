@@ -15,6 +15,7 @@
 //!
 //! | situation | may become active |
 //! |---|---|
+//! | active, then stopped or starved while its peer counted itself in sync, and the peer not heard since | no: the peer may have taken over meanwhile and acknowledged writes alone before dying; wait for it |
 //! | already active | yes |
 //! | `--force-active` | yes (the operator takes the risk of serving stale data) |
 //! | the peer is heard | if this broker's data is not older than the peer's (higher term of the last change wins, then higher seq); else it catches up first |
@@ -108,6 +109,9 @@ pub struct GateInput {
     pub peer: Option<PeerNews>,
     /// Whether the peer is heard from within its expiry now.
     pub peer_alive: bool,
+    /// This broker stalled (SIGSTOP, a VM pause) while its peer was in sync with it, and
+    /// has not heard the peer since: the peer may have taken over meanwhile.
+    pub maybe_replaced: bool,
     /// This broker's data.
     pub ours: DataPoint,
 }
@@ -123,6 +127,9 @@ pub enum Gate {
     WaitForPeer,
     /// The active peer fell silent but had not counted this broker in sync.
     NotInSync,
+    /// This broker was stopped while its in-sync peer could take over, and the peer has
+    /// not been heard since.
+    MaybeReplaced,
 }
 
 impl Gate {
@@ -142,13 +149,22 @@ impl Gate {
             Gate::NotInSync => Some(
                 "the active peer fell silent before this broker was in sync with it: waiting for the peer (hearth-broker --force-active overrides, at the risk of losing its writes)",
             ),
+            Gate::MaybeReplaced => Some(
+                "this broker was stopped long enough for its peer to take over, and has not heard the peer since: waiting for the peer (hearth-broker --force-active overrides, at the risk of losing its writes)",
+            ),
         }
     }
 }
 
 /// The activation gate (see the module documentation's table).
 pub fn activation(input: GateInput) -> Gate {
-    if input.active || input.force_active {
+    if input.force_active {
+        return Gate::Open;
+    }
+    if input.maybe_replaced && !input.peer_alive {
+        return Gate::MaybeReplaced;
+    }
+    if input.active {
         return Gate::Open;
     }
     match input.peer {
@@ -193,6 +209,7 @@ mod tests {
             standing_at_start: Some(Standing::Paired),
             peer: None,
             peer_alive: false,
+            maybe_replaced: false,
             ours: OLD,
         }
     }
