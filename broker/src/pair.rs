@@ -166,7 +166,8 @@ impl<T> Pair<T> {
     /// Whether the peer has acknowledged a heartbeat this broker sent after it last resumed
     /// from a stall (fresh news, not heartbeats queued while it was stopped).
     pub fn heard_since_resume(&self) -> bool {
-        self.acked_at.is_some_and(|sent| sent >= self.listening_since)
+        self.acked_at
+            .is_some_and(|sent| sent >= self.listening_since)
     }
 
     /// Sets what the state model allows.
@@ -351,9 +352,11 @@ impl<T> Pair<T> {
                 },
                 Verdict::SteppedDown,
             ),
-            (State::Primary | State::Backup | State::Passive, State::Passive, DataOrder::OursNewer)
-                if activation.may_activate =>
-            {
+            (
+                State::Primary | State::Backup | State::Passive,
+                State::Passive,
+                DataOrder::OursNewer,
+            ) if activation.may_activate => {
                 let known = node.term.max(term);
                 (
                     Node {

@@ -208,6 +208,12 @@ impl Core {
         if let Some(pair) = &self.pair {
             at = at.min(pair.next_deadline());
         }
+        // Writes waiting to be answered alone wait for the last *paired* to run out.
+        if let Some(end) = self.paired_lease_end().filter(|&end| end > now) {
+            if self.state.has_pending() {
+                at = at.min(end);
+            }
+        }
         // Only a broker that serves expires entries (a passive keeps them for after a
         // failover).
         if self.state_writable(now) {

@@ -98,6 +98,11 @@ impl PairSide {
         &self.peer_endpoint
     }
 
+    /// When the peer counts (or will count) as expired.
+    pub fn peer_expiry(&self) -> Instant {
+        self.pair.peer_expiry()
+    }
+
     /// The peer's last announced state.
     pub fn peer_state(&self) -> Option<BStarState> {
         self.pair.peer_state()
@@ -240,7 +245,7 @@ impl Core {
                 last_term: 0,
                 paired: false,
             };
-            self.heartbeat_data(&mut hb);
+            self.heartbeat_data(now, &mut hb);
             self.effects
                 .push(Effect::ToPeer(PeerMessage::Heartbeat(hb)));
         }

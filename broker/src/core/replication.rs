@@ -78,6 +78,22 @@ pub struct Replication {
     pub(super) paired_sent: bool,
     /// Stalled while active and paired, the peer not heard since (see the gate).
     pub(super) maybe_replaced: bool,
+    /// Active: when the last heartbeat saying *paired* went out.
+    pub(super) paired_sent_at: Option<Instant>,
+    /// Follower: when the last heartbeat saying *paired* came in.
+    pub(super) paired_heard_at: Option<Instant>,
+}
+
+impl Replication {
+    /// How long a heartbeat saying *paired* lets the passive take over after it: two
+    /// heartbeats and a half. The passive counts the active expired two heartbeats after
+    /// its last one, so a dead active's last *paired* is still valid then; and the active
+    /// answers no write alone before its last *paired* has run out at the passive, so a
+    /// passive that takes over on a valid one cannot miss an acknowledged write (short of
+    /// a partition, where both sides go on).
+    pub(super) fn lease(heartbeat: std::time::Duration) -> std::time::Duration {
+        heartbeat * 5 / 2
+    }
 }
 
 /// A change given up after a divergence, as kept in the conflict record.
@@ -136,12 +152,23 @@ impl Core {
         self.is_active() && self.state.durably(Standing::Paired)
     }
 
-    /// What this broker's heartbeat says of its state model.
-    pub(super) fn heartbeat_data(&mut self, hb: &mut PeerHeartbeat) {
+    /// What this broker's heartbeat, sent at `now`, says of its state model.
+    pub(super) fn heartbeat_data(&mut self, now: Instant, hb: &mut PeerHeartbeat) {
         hb.state_seq = self.state.seq();
         hb.last_term = self.state.last_term();
         hb.paired = self.paired_durably();
         self.repl.paired_sent = hb.paired;
+        if hb.paired {
+            self.repl.paired_sent_at = Some(now);
+        }
+    }
+
+    /// When the last *paired* this broker sent runs out at the peer (see
+    /// [`Replication::lease`]): no write is answered alone before.
+    pub(super) fn paired_lease_end(&self) -> Option<Instant> {
+        self.repl
+            .paired_sent_at
+            .map(|at| at + Replication::lease(self.peer_heartbeat))
     }
 
     /// Tells the peer at once when this broker starts (or stops) counting it in sync, so
@@ -165,6 +192,7 @@ impl Core {
             active: hb.state == BStarState::Active,
             paired: hb.paired,
         });
+        self.repl.paired_heard_at = hb.paired.then_some(now);
         self.update_activation_hearing(now, true);
     }
 
@@ -174,6 +202,7 @@ impl Core {
         if let Some(peer) = &mut self.repl.peer {
             peer.paired = false;
         }
+        self.repl.paired_heard_at = None;
         if self.is_active() && self.state.durably(Standing::Paired) {
             self.repl.maybe_replaced = true;
         }
@@ -190,11 +219,23 @@ impl Core {
         if self.repl.maybe_replaced && side.heard_since_resume() {
             self.repl.maybe_replaced = false;
         }
+        // A *paired* counts only if the peer was lost while it was still valid: a peer
+        // lost later may have answered writes alone first.
+        let lease = Replication::lease(self.peer_heartbeat);
+        let lost_at = side.peer_expiry();
+        let lease_ok = self
+            .repl
+            .paired_heard_at
+            .is_some_and(|heard| lost_at < heard + lease);
+        let peer = self.repl.peer.map(|p| PeerNews {
+            paired: p.paired && lease_ok,
+            ..p
+        });
         let input = GateInput {
             active: side.state() == BStarState::Active,
             force_active: self.repl.force_active,
             standing_at_start: self.state.standing_at_start,
-            peer: self.repl.peer,
+            peer,
             peer_alive: hearing || side.peer_alive(now),
             maybe_replaced: self.repl.maybe_replaced,
             ours: self.ours(),

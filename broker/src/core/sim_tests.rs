@@ -193,10 +193,13 @@ impl Sim {
         self.nodes[i].start(now, force);
         self.nodes[1 - i].events.push_back(LinkEvent::Ready);
         let role = self.nodes[i].role;
-        let found = self.nodes[i]
-            .core
-            .as_ref()
-            .map(|c| (c.state.standing_at_start, c.state.seq(), c.state.last_term()));
+        let found = self.nodes[i].core.as_ref().map(|c| {
+            (
+                c.state.standing_at_start,
+                c.state.seq(),
+                c.state.last_term(),
+            )
+        });
         self.note(format!(
             "start {role}{} (standing, seq, last term: {found:?})",
             if force { " --force-active" } else { "" }
@@ -205,7 +208,12 @@ impl Sim {
 
     fn kill(&mut self, i: usize) {
         let was = self.nodes[i].core.as_ref().map(|c| {
-            (c.state(), c.state.standing_written, c.state.flushed_round, c.state.seq())
+            (
+                c.state(),
+                c.state.standing_written,
+                c.state.flushed_round,
+                c.state.seq(),
+            )
         });
         self.note(format!("  before the kill: {was:?}"));
         self.nodes[i].kill();
@@ -265,8 +273,19 @@ impl Sim {
             if let Ok(key) = std::env::var("HEARTH_SIM_WATCH") {
                 for i in 0..2 {
                     let seen = self.nodes[i].core.as_ref().map(|c| {
-                        let e = c.state.model().entries().find(|(k, _)| *k == key).map(|(_, e)| e.seq);
-                        (c.state(), c.serving(self.now), e, c.state.seq(), c.repl.gate)
+                        let e = c
+                            .state
+                            .model()
+                            .entries()
+                            .find(|(k, _)| *k == key)
+                            .map(|(_, e)| e.seq);
+                        (
+                            c.state(),
+                            c.serving(self.now),
+                            e,
+                            c.state.seq(),
+                            c.repl.gate,
+                        )
                     });
                     let line = format!("{} {key}: {seen:?}", self.nodes[i].role);
                     if self.watch_last[i] != line {
@@ -345,7 +364,10 @@ impl Sim {
                 if std::env::var_os("HEARTH_SIM_TRACE").is_some() {
                     if let PeerMessage::Heartbeat(hb) = &msg {
                         let to = self.nodes[1 - i].role;
-                        self.note(format!("hb to {to}: {} term {} paired {}", hb.state, hb.term, hb.paired));
+                        self.note(format!(
+                            "hb to {to}: {} term {} paired {}",
+                            hb.state, hb.term, hb.paired
+                        ));
                     }
                 }
                 let inbox = &mut self.nodes[1 - i].inbox;
@@ -377,10 +399,14 @@ impl Sim {
         };
         if std::env::var_os("HEARTH_SIM_TRACE").is_some() {
             let role = self.nodes[from].role;
-            self.note(format!("ack {} = {} seq {seq} by {role}", write.key, write.value));
+            self.note(format!(
+                "ack {} = {} seq {seq} by {role}",
+                write.key, write.value
+            ));
         }
         self.acked.insert(write.key, (write.value, seq));
-        if std::env::var_os("HEARTH_SIM_NOKILL").is_none() && std::mem::take(&mut self.kill_on_ack) {
+        if std::env::var_os("HEARTH_SIM_NOKILL").is_none() && std::mem::take(&mut self.kill_on_ack)
+        {
             self.note(format!(
                 "(right after it answered {})",
                 String::from_utf8_lossy(&client)
@@ -453,8 +479,11 @@ impl Sim {
             return;
         }
         let loaded = store.load().expect("load");
-        let on_disk: BTreeMap<String, u64> =
-            loaded.entries.iter().map(|(k, e)| (k.clone(), e.seq)).collect();
+        let on_disk: BTreeMap<String, u64> = loaded
+            .entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.seq))
+            .collect();
         let in_memory: BTreeMap<String, u64> = core
             .state
             .model()
@@ -462,8 +491,14 @@ impl Sim {
             .map(|(k, e)| (k.to_owned(), e.seq))
             .collect();
         if on_disk != in_memory {
-            let missing: Vec<_> = in_memory.iter().filter(|(k, v)| on_disk.get(*k) != Some(v)).collect();
-            let extra: Vec<_> = on_disk.iter().filter(|(k, v)| in_memory.get(*k) != Some(v)).collect();
+            let missing: Vec<_> = in_memory
+                .iter()
+                .filter(|(k, v)| on_disk.get(*k) != Some(v))
+                .collect();
+            let extra: Vec<_> = on_disk
+                .iter()
+                .filter(|(k, v)| in_memory.get(*k) != Some(v))
+                .collect();
             panic!(
                 "the {}'s store differs from its model (seq {} vs {}): not on disk {missing:?}, only on disk {extra:?}\n{}",
                 node.role,
@@ -526,6 +561,7 @@ impl Sim {
     }
 
     fn finish(&mut self) {
+        self.kill_on_ack = false;
         for i in 0..2 {
             if !self.nodes[i].alive() {
                 self.start(i, false);

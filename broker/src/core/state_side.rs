@@ -220,6 +220,11 @@ impl StateSide {
         &mut self.batch
     }
 
+    /// Whether replies wait for their writes to be committed.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Whether the store holds what the writer was given (nothing is in flight or waiting).
     pub fn idle(&self) -> bool {
         self.in_flight.is_empty() && self.batch.is_empty()
@@ -412,7 +417,9 @@ impl Core {
         if self.pair.is_none() {
             return (flushed, false);
         }
-        let alone = !self.peer_alive_now(now) && self.state.durably(Standing::Alone);
+        let alone = !self.peer_alive_now(now)
+            && self.state.durably(Standing::Alone)
+            && self.paired_lease_end().is_none_or(|end| now >= end);
         if alone {
             (flushed, true)
         } else {
@@ -423,7 +430,13 @@ impl Core {
     /// Sends every pending reply whose write is committed, and publishes committed changes.
     pub(super) fn release_committed(&mut self, now: Instant) {
         let (committed, alone) = self.committed_seq(now);
-        if alone && self.state.pending.front().is_some_and(|p| p.seq <= committed) {
+        if alone
+            && self
+                .state
+                .pending
+                .front()
+                .is_some_and(|p| p.seq <= committed)
+        {
             self.state.alone_committed = self.state.alone_committed.max(committed);
         }
         while self
