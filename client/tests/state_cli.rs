@@ -411,7 +411,7 @@ fn pair_member(role: Role, own_peer: u16, other_peer: u16) -> Home {
         c.role = role;
         c.peer_bind = Some(format!("tcp://127.0.0.1:{own_peer}"));
         c.peer_connect = Some(format!("tcp://127.0.0.1:{other_peer}"));
-        c.peer_heartbeat = Duration::from_millis(100);
+        c.peer_heartbeat = Duration::from_millis(250);
     })
 }
 

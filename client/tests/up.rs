@@ -32,8 +32,8 @@ struct Ports {
 
 impl Ports {
     fn new() -> Ports {
-        // Hold every listener until all are chosen, so the six ports differ.
-        let listeners: Vec<TcpListener> = (0..6)
+        // Hold every listener until all are chosen, so the eight ports differ.
+        let listeners: Vec<TcpListener> = (0..8)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let port = |i: usize| listeners[i].local_addr().unwrap().port();
@@ -46,6 +46,8 @@ impl Ports {
             ("--backup-frontend", tcp(3)),
             ("--backup-peer", tcp(4)),
             ("--backup-metrics", http(5)),
+            ("--feed", tcp(6)),
+            ("--backup-feed", tcp(7)),
         ]
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_owned(), value])

@@ -55,9 +55,64 @@ pub struct Pair {
     backup_args: Vec<String>,
 }
 
+/// Start-up attempts on fresh ports: a port picked free can be taken (by an outgoing
+/// connection, another test process) before the broker binds it, and the broker then exits.
+const START_ATTEMPTS: usize = 3;
+
+/// Starts `hearth-broker` with `args` on fresh frontend and metrics ports, again on other
+/// ports if it exits before its `/status` answers (a port taken in the meantime).
+pub fn start_broker(args: &[String]) -> BrokerProc {
+    let mut last = String::new();
+    for _ in 0..START_ATTEMPTS {
+        let mut broker = BrokerProc::start(args);
+        match until_up(&mut broker, |s| s.is_some()) {
+            Ok(()) => return broker,
+            Err(why) => last = why,
+        }
+    }
+    panic!("hearth-broker {args:?} did not start: {last}")
+}
+
+/// Waits until `check` accepts the broker's `/status` (None: it does not answer), or says
+/// why not: the process exited, or the deadline passed.
+fn until_up(
+    broker: &mut BrokerProc,
+    check: impl Fn(&Option<serde_json::Value>) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Ok(Some(exit)) = broker.child.try_wait() {
+            return Err(format!("exited at start-up ({exit})"));
+        }
+        let status = broker.status();
+        if check(&status) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not up within {T:?}; last status {status:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 impl Pair {
-    /// Starts both and waits until the primary is active and the backup passive.
+    /// Starts both and waits until the primary is active and the backup passive (again on
+    /// other ports if a broker exits at start-up).
     pub fn start(name: &str) -> Pair {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Pair::try_start(name) {
+                Ok(pair) => return pair,
+                Err(why) => {
+                    eprintln!("pair {name} did not start ({why}); again on other ports");
+                    last = why;
+                }
+            }
+        }
+        panic!("pair {name} did not start: {last}")
+    }
+
+    fn try_start(name: &str) -> Result<Pair, String> {
         let (pp, bp) = (free_port(), free_port());
         let primary_dir = DataDir::new(&format!("{name}-p"));
         let backup_dir = DataDir::new(&format!("{name}-b"));
@@ -69,16 +124,20 @@ impl Pair {
         let backup_args = with_dir(pair_args("backup", bp, pp, PEER_HB), &backup_dir);
         let primary = BrokerProc::start(&primary_args);
         let backup = BrokerProc::start(&backup_args);
-        primary.wait_state("active", T);
-        backup.wait_state("passive", T);
-        Pair {
+        let mut pair = Pair {
             primary,
             backup,
             primary_dir,
             backup_dir,
             primary_args,
             backup_args,
-        }
+        };
+        let is = |state: &'static str| {
+            move |s: &Option<serde_json::Value>| s.as_ref().is_some_and(|s| s["state"] == state)
+        };
+        until_up(&mut pair.primary, is("active")).map_err(|e| format!("primary: {e}"))?;
+        until_up(&mut pair.backup, is("passive")).map_err(|e| format!("backup: {e}"))?;
+        Ok(pair)
     }
 
     /// The frontends, primary first.
@@ -87,11 +146,14 @@ impl Pair {
     }
 
     /// Replaces the backup by a new process (on new frontend and metrics ports) with its
-    /// arguments plus `extra`; the old process, if still running, is killed.
+    /// arguments plus `extra`; the old process, if still running, is killed first (it
+    /// holds the peer port and the data dir).
     pub fn start_backup_with(&mut self, extra: &[&str]) {
+        let _ = self.backup.child.kill();
+        let _ = self.backup.child.wait();
         let mut args = self.backup_args.clone();
         args.extend(extra.iter().map(|s| s.to_string()));
-        self.backup = BrokerProc::start(&args);
+        self.backup = start_broker(&args);
     }
 
     /// The primary's arguments (role, peer endpoints, data dir).
@@ -99,8 +161,33 @@ impl Pair {
         &self.primary_args
     }
 
+    /// The frontend of `which` (`"primary"` or `"backup"`).
+    pub fn frontend(&self, which: &str) -> &str {
+        match which {
+            "primary" => &self.primary.frontend,
+            _ => &self.backup.frontend,
+        }
+    }
+
+    /// Waits until the pair has settled and both brokers' `/status` shows `seq`: used with
+    /// the seq of a model read from the active, since `/status` may lag the broker by a
+    /// refresh period.
+    pub fn wait_both_at(&self, seq: u64) {
+        wait_for(&format!("both brokers at seq {seq}"), T, || {
+            let p = seq_of(&self.primary);
+            let b = seq_of(&self.backup);
+            if p == Some(seq) && b == Some(seq) {
+                Ok(())
+            } else {
+                Err((p, b))
+            }
+        });
+        self.wait_settled();
+    }
+
     /// Waits until one broker is active and the other passive with the same seq; returns
-    /// which is active (`"primary"` or `"backup"`) and the seq.
+    /// which is active (`"primary"` or `"backup"`) and the seq. (`/status` may lag: with
+    /// writes just done, follow with [`Pair::wait_both_at`] the seq read from the active.)
     pub fn wait_settled(&self) -> (&'static str, u64) {
         wait_for("the pair to settle with the same seq", T, || {
             let p = self.primary.status();
@@ -139,6 +226,12 @@ pub fn wait_seq(broker: &BrokerProc, at_least: u64, what: &str) -> u64 {
         Some(seq) if seq >= at_least => Ok(seq),
         other => Err(other),
     })
+}
+
+/// The highest seq in a model read with `state.get` (its seq when every change was a set
+/// of a new key, as with the Lazy Pirate writer's).
+pub fn max_seq(found: &BTreeMap<String, (i64, u64)>) -> u64 {
+    found.values().map(|&(_, seq)| seq).max().unwrap_or(0)
 }
 
 /// Waits until the process has exited (after SIGTERM), and returns its exit status.

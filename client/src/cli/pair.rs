@@ -50,7 +50,7 @@ impl Side {
         }
     }
 
-    fn index(self) -> usize {
+    pub fn index(self) -> usize {
         match self {
             Side::Primary => 0,
             Side::Backup => 1,
@@ -243,8 +243,19 @@ pub struct Pair {
 impl Pair {
     /// Starts both brokers of `spec` from the `hearth-broker` binary at `program`.
     pub fn spawn(program: &Path, spec: &PairSpec) -> anyhow::Result<Pair> {
+        Pair::spawn_with(program, spec, |_| Vec::new())
+    }
+
+    /// [`Pair::spawn`], each broker given `extra(side)` after the spec's arguments (its data
+    /// dir and change feed, say).
+    pub fn spawn_with(
+        program: &Path,
+        spec: &PairSpec,
+        extra: impl Fn(Side) -> Vec<String>,
+    ) -> anyhow::Result<Pair> {
         let member = |side: Side| -> anyhow::Result<Member> {
-            let args = spec.broker_args(side);
+            let mut args = spec.broker_args(side);
+            args.extend(extra(side));
             let process = Supervised::spawn(&process_name(side), program, &args)?;
             let mut config = ClientConfig::new([spec.endpoints(side).frontend.clone()]);
             config.timeout = STATUS_TIMEOUT;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::TcpListener;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -17,17 +18,19 @@ use crate::cli::UsageError;
 /// The embedded default cluster.
 const DEFAULT_CLUSTER: &str = include_str!("../../up.toml");
 
-/// Ports `--base-port P` gives out, relative to P: (frontend, peer, metrics) of the primary
-/// (or the standalone broker), then of the backup.
-const BASE_PORT_LAYOUT: [(Side, [u16; 3]); 2] =
-    [(Side::Primary, [0, 1, 2]), (Side::Backup, [10, 11, 12])];
+/// Ports `--base-port P` gives out, relative to P: (frontend, peer, metrics, change feed) of
+/// the primary (or the standalone broker), then of the backup.
+const BASE_PORT_LAYOUT: [(Side, [u16; 4]); 2] = [
+    (Side::Primary, [0, 1, 2, 3]),
+    (Side::Backup, [10, 11, 12, 13]),
+];
 
 /// Where the brokers listen, overriding `up.toml`; a flag naming one endpoint wins over
 /// `--base-port`.
 #[derive(Debug, Default, Args)]
 pub struct EndpointFlags {
     /// Move every endpoint: the primary (or standalone broker) on PORT (frontend), PORT+1
-    /// (peer link), PORT+2 (metrics), the backup on PORT+10, PORT+11, PORT+12
+    /// (peer link), PORT+2 (metrics), PORT+3 (change feed), the backup on PORT+10 to PORT+13
     #[arg(long, value_name = "PORT")]
     base_port: Option<u16>,
     /// Frontend of the primary, or of the standalone broker [default: tcp://127.0.0.1:5555]
@@ -48,6 +51,12 @@ pub struct EndpointFlags {
     /// Peer-link endpoint the backup binds [default: tcp://127.0.0.1:5566]
     #[arg(long, value_name = "ENDPOINT")]
     backup_peer: Option<String>,
+    /// Change feed of the primary, or of the standalone broker [default: tcp://127.0.0.1:5557]
+    #[arg(long, value_name = "ENDPOINT")]
+    feed: Option<String>,
+    /// Change feed of the backup [default: tcp://127.0.0.1:5567]
+    #[arg(long, value_name = "ENDPOINT")]
+    backup_feed: Option<String>,
     /// Heartbeat interval on the pair's peer link [default: 1s]
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     peer_heartbeat: Option<Duration>,
@@ -62,6 +71,8 @@ struct ClusterFile {
     liveness: u32,
     #[serde(with = "humantime_serde")]
     peer_heartbeat: Duration,
+    /// The change feeds of the primary (or standalone broker) and the backup.
+    feeds: [String; 2],
     primary: BrokerEndpoints,
     backup: BrokerEndpoints,
     workers: Vec<WorkerGroup>,
@@ -92,6 +103,8 @@ pub struct Cluster {
     pub standalone: bool,
     /// The worker processes to start, each registered with every broker.
     pub workers: Vec<WorkerGroup>,
+    /// The change-feed endpoints of the primary (or standalone broker) and the backup.
+    pub feeds: [String; 2],
 }
 
 impl Cluster {
@@ -107,6 +120,7 @@ impl Cluster {
             heartbeat: file.heartbeat,
             liveness: file.liveness,
         };
+        let mut feeds = file.feeds;
         if let Some(base) = flags.base_port {
             for (side, offsets) in BASE_PORT_LAYOUT {
                 let port = |offset: u16| {
@@ -121,6 +135,7 @@ impl Cluster {
                 endpoints.frontend = format!("tcp://127.0.0.1:{}", port(offsets[0])?);
                 endpoints.peer = format!("tcp://127.0.0.1:{}", port(offsets[1])?);
                 endpoints.metrics = Some(format!("127.0.0.1:{}", port(offsets[2])?));
+                feeds[side.index()] = format!("tcp://127.0.0.1:{}", port(offsets[3])?);
             }
         }
         let set = |target: &mut String, flag: &Option<String>| {
@@ -132,6 +147,8 @@ impl Cluster {
         set(&mut pair.primary.peer, &flags.peer);
         set(&mut pair.backup.frontend, &flags.backup_frontend);
         set(&mut pair.backup.peer, &flags.backup_peer);
+        set(&mut feeds[0], &flags.feed);
+        set(&mut feeds[1], &flags.backup_feed);
         if flags.metrics.is_some() {
             pair.primary.metrics.clone_from(&flags.metrics);
         }
@@ -145,6 +162,7 @@ impl Cluster {
             pair,
             standalone,
             workers: file.workers,
+            feeds,
         };
         cluster.check()?;
         Ok(cluster)
@@ -205,6 +223,10 @@ impl Cluster {
             if let Some(metrics) = &e.metrics {
                 out.push((format!("{name} metrics"), metrics.clone()));
             }
+            out.push((
+                format!("{name} change feed"),
+                self.feeds[side.index()].clone(),
+            ));
             if !self.standalone {
                 out.push((format!("{name} peer"), e.peer.clone()));
             }
@@ -230,8 +252,8 @@ impl Cluster {
         }
     }
 
-    /// The standalone broker's arguments.
-    pub fn standalone_args(&self) -> Vec<String> {
+    /// The standalone broker's arguments, with its data dir.
+    pub fn standalone_args(&self, data_dir: &Path) -> Vec<String> {
         let mut args = vec![
             "--role".to_owned(),
             "standalone".to_owned(),
@@ -242,7 +264,18 @@ impl Cluster {
             args.extend(["--metrics".to_owned(), metrics.clone()]);
         }
         args.extend(self.timing_args());
+        args.extend(self.state_args(Side::Primary, data_dir));
         args
+    }
+
+    /// A broker's state-model arguments: its data dir and its change feed.
+    pub fn state_args(&self, side: Side, data_dir: &Path) -> Vec<String> {
+        vec![
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+            "--publish".to_owned(),
+            self.feeds[side.index()].clone(),
+        ]
     }
 
     /// One worker's arguments: registered with every broker of the cluster.
@@ -336,9 +369,10 @@ mod tests {
         let c = Cluster::new(&EndpointFlags::default(), true).unwrap();
         assert_eq!(c.frontends(), ["tcp://127.0.0.1:5555"]);
         assert_eq!(
-            c.standalone_args().join(" "),
+            c.standalone_args(Path::new("/tmp/up")).join(" "),
             "--role standalone --frontend tcp://127.0.0.1:5555 --metrics 127.0.0.1:9555 \
-             --heartbeat 2s 500ms --liveness 3"
+             --heartbeat 2s 500ms --liveness 3 --data-dir /tmp/up \
+             --publish tcp://127.0.0.1:5557"
         );
         let worker = c.worker_args(&c.workers[0]).join(" ");
         assert!(

@@ -10,11 +10,12 @@
 mod cluster;
 mod demo;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use hearth_client::state::Write;
 use hearth_client::Client;
 
 use self::cluster::{Cluster, EndpointFlags};
@@ -58,6 +59,10 @@ pub struct UpArgs {
     /// Run one standalone broker (on the primary's frontend and metrics) instead of the pair
     #[arg(long)]
     standalone: bool,
+    /// Keep the brokers' state models in DIR/primary and DIR/backup (DIR/standalone), so a
+    /// later hearth up finds them again [default: a temporary dir, removed on exit]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     endpoints: EndpointFlags,
 }
@@ -69,11 +74,47 @@ pub fn run(connection: &Connection, args: UpArgs) -> anyhow::Result<Outcome> {
     let broker_bin = procs::sibling_binary("hearth-broker")?;
     let worker_bin = procs::sibling_binary("hearth-worker")?;
     cluster.check_ports_free()?;
+    let data = DataRoot::new(args.data_dir.clone())?;
     procs::install_stop_signals();
     if cluster.standalone {
-        run_standalone(connection, &args, &cluster, &broker_bin, &worker_bin)
+        run_standalone(connection, &args, &cluster, &data, &broker_bin, &worker_bin)
     } else {
-        run_pair(connection, &args, &cluster, &broker_bin, &worker_bin)
+        run_pair(connection, &args, &cluster, &data, &broker_bin, &worker_bin)
+    }
+}
+
+/// Where the brokers keep their state models: `--data-dir`, kept; or a temporary dir,
+/// removed when `hearth up` ends.
+struct DataRoot {
+    root: PathBuf,
+    temporary: bool,
+}
+
+impl DataRoot {
+    fn new(given: Option<PathBuf>) -> anyhow::Result<DataRoot> {
+        let (root, temporary) = match given {
+            Some(dir) => (dir, false),
+            None => (
+                std::env::temp_dir().join(format!("hearth-up-{}", std::process::id())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&root)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", root.display()))?;
+        Ok(DataRoot { root, temporary })
+    }
+
+    /// The data dir of the broker called `name` (primary, backup, standalone).
+    fn of(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+impl Drop for DataRoot {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }
 
@@ -83,10 +124,13 @@ fn run_pair(
     connection: &Connection,
     args: &UpArgs,
     cluster: &Cluster,
+    data: &DataRoot,
     broker_bin: &Path,
     worker_bin: &Path,
 ) -> anyhow::Result<Outcome> {
-    let mut pair = Pair::spawn(broker_bin, &cluster.pair)?;
+    let mut pair = Pair::spawn_with(broker_bin, &cluster.pair, |side| {
+        cluster.state_args(side, &data.of(side.name()))
+    })?;
     let mut workers = spawn_workers(cluster, worker_bin)?;
     for side in Side::BOTH {
         print_broker(cluster, side);
@@ -166,13 +210,14 @@ fn run_standalone(
     connection: &Connection,
     args: &UpArgs,
     cluster: &Cluster,
+    data: &DataRoot,
     broker_bin: &Path,
     worker_bin: &Path,
 ) -> anyhow::Result<Outcome> {
     let mut broker = Supervised::spawn(
         "hearth-broker standalone",
         broker_bin,
-        &cluster.standalone_args(),
+        &cluster.standalone_args(&data.of("standalone")),
     )?;
     let mut workers = spawn_workers(cluster, worker_bin)?;
     print_broker(cluster, Side::Primary);
@@ -315,8 +360,33 @@ fn greet(connection: &Connection, cluster: &Cluster) -> anyhow::Result<()> {
         "echo {GREETING:?} -> {:?} (answered by {name}, {by})",
         String::from_utf8_lossy(&reply)
     );
+    // The state model: one write (acknowledged once durable on both brokers), read back.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut state = client.state();
+    let seq = state
+        .set([(UP_KEY, Write::new(started))])
+        .map_err(|e| client_failure(e, "the first state write"))?;
+    let entries = state
+        .get(&[UP_KEY])
+        .map_err(|e| client_failure(e, "the first state read"))?;
+    let shown = entries.get(UP_KEY).map_or_else(
+        || "absent".to_owned(),
+        |e| {
+            let value = e
+                .value
+                .as_int()
+                .map_or_else(|| format!("{:?}", e.value), |n| n.to_string());
+            format!("{value} (seq {})", e.seq)
+        },
+    );
+    println!("state set {UP_KEY} {started} -> seq {seq}; state get {UP_KEY} -> {shown}");
     Ok(())
 }
+
+/// The key `hearth up` writes once the cluster answers.
+const UP_KEY: &str = "hearth/up/started";
 
 /// Whether `k` and Enter came in since the last look.
 fn kill_requested(commands: &Receiver<()>) -> bool {
