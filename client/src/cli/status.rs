@@ -125,6 +125,17 @@ fn render_side_by_side(answers: &[(&str, Result<BrokerStatus, String>)]) -> Stri
         rows.push(row("held requests", &|s| s.held_requests.to_string()));
     }
     rows.push(row("state seq", &|s| s.state_seq.to_string()));
+    rows.push(row("state keys", &|s| s.state_keys.to_string()));
+    if paired {
+        rows.push(row("replication lag", &|s| s.state_lag.to_string()));
+        rows.push(row("waiting for peer", &|s| {
+            if s.waiting_for_peer.is_some() {
+                "yes (see its /status)".to_owned()
+            } else {
+                "no".to_owned()
+            }
+        }));
+    }
     rows.push(row("uptime", &|s| uptime(s.uptime_ms)));
     let mut services: Vec<&str> = Vec::new();
     for svc in statuses.iter().flatten().flat_map(|s| &s.services) {
@@ -208,7 +219,13 @@ fn render(broker: &str, s: &BrokerStatus) -> String {
             );
         }
     }
-    out += &format!("  state seq {}\n", s.state_seq);
+    out += &format!(
+        "  state seq {}, {} keys, replication lag {}\n",
+        s.state_seq, s.state_keys, s.state_lag
+    );
+    if let Some(why) = &s.waiting_for_peer {
+        out += &format!("  waiting for its peer: {why}\n");
+    }
     if s.services.is_empty() {
         out += "  no services\n";
     }
