@@ -5,11 +5,17 @@
 //! then stop sending and drain outstanding replies until `drain_end`. Only replies received
 //! inside the measured window count towards throughput and latency; every reply, whenever
 //! it comes, is checked; a request still unanswered after the drain is lost.
+//!
+//! [`run`] sends self-checking bodies that the far end echoes. [`run_in_order`] drives
+//! request kinds whose replies do not echo the request but come back in order on each
+//! connection (the broker's `state.*` services): an [`InOrder`] exchange makes each request
+//! and judges its reply.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
@@ -17,6 +23,10 @@ use hearth_proto::{ClientMessage, Limits};
 
 use super::payload;
 use super::stats::LoadReport;
+
+mod in_order;
+
+pub use in_order::{run_in_order, InOrder, InOrderReport, InOrderSpec, Verdict};
 
 /// How long outstanding replies are waited for after the measured window.
 pub const DRAIN: Duration = Duration::from_secs(2);
@@ -76,43 +86,25 @@ pub fn run(
     label: &str,
     on_window: &mut dyn FnMut(bool),
 ) -> anyhow::Result<LoadReport> {
-    let context = zmq::Context::new();
-    let answered = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let measure_start = start + spec.warmup;
-    let schedule = Schedule {
-        measure_start,
-        measure_end: measure_start + spec.duration,
-        drain_end: measure_start + spec.duration + DRAIN,
+    let timing = Timing {
+        endpoint: &spec.endpoint,
+        warmup: spec.warmup,
+        duration: spec.duration,
     };
-    let mut threads = Vec::with_capacity(spec.clients);
-    for index in 0..spec.clients {
-        let socket = context.socket(zmq::DEALER)?;
-        socket.set_linger(0)?;
-        socket
-            .connect(&spec.endpoint)
-            .with_context(|| format!("cannot connect to {}", spec.endpoint))?;
-        let spec = spec.clone();
-        let answered = answered.clone();
-        threads.push(
+    let tallies = drive(
+        &timing,
+        spec.clients,
+        label,
+        on_window,
+        |index, socket, schedule, answered| {
+            let spec = spec.clone();
             std::thread::Builder::new()
                 .name(format!("bench-client-{index}"))
-                .spawn(move || client_loop(&socket, index as u64, &spec, schedule, &answered))?,
-        );
-    }
-
-    let mut progress = Progress::new(label, answered.clone());
-    sleep_until(schedule.measure_start, &mut progress);
-    on_window(true);
-    sleep_until(schedule.measure_end, &mut progress);
-    on_window(false);
-    progress.finish();
-
+                .spawn(move || client_loop(&socket, index as u64, &spec, schedule, &answered))
+        },
+    )?;
     let mut total = ClientTally::default();
-    for thread in threads {
-        let tally = thread
-            .join()
-            .map_err(|_| anyhow!("a bench client thread panicked"))??;
+    for tally in tallies {
         total.latencies_us.extend(tally.latencies_us);
         total.lost += tally.lost;
         total.mismatched += tally.mismatched;
@@ -123,6 +115,65 @@ pub fn run(
         total.lost,
         total.mismatched,
     ))
+}
+
+/// Where the clients of one run connect, and its clock.
+struct Timing<'a> {
+    endpoint: &'a str,
+    warmup: Duration,
+    duration: Duration,
+}
+
+/// Starts one thread per client with `spawn` (given its index, a connected DEALER, the
+/// shared clock and the shared answered counter), follows the clock on this thread (the
+/// progress line, `on_window`), and returns what each thread returned.
+fn drive<T: Send + 'static>(
+    timing: &Timing<'_>,
+    clients: usize,
+    label: &str,
+    on_window: &mut dyn FnMut(bool),
+    mut spawn: impl FnMut(
+        usize,
+        zmq::Socket,
+        Schedule,
+        Arc<AtomicU64>,
+    ) -> std::io::Result<JoinHandle<anyhow::Result<T>>>,
+) -> anyhow::Result<Vec<T>> {
+    let context = zmq::Context::new();
+    let answered = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let measure_start = start + timing.warmup;
+    let schedule = Schedule {
+        measure_start,
+        measure_end: measure_start + timing.duration,
+        drain_end: measure_start + timing.duration + DRAIN,
+    };
+    let mut threads = Vec::with_capacity(clients);
+    for index in 0..clients {
+        let socket = context.socket(zmq::DEALER)?;
+        socket.set_linger(0)?;
+        socket
+            .connect(timing.endpoint)
+            .with_context(|| format!("cannot connect to {}", timing.endpoint))?;
+        threads.push(spawn(index, socket, schedule, answered.clone())?);
+    }
+
+    let mut progress = Progress::new(label, answered.clone());
+    sleep_until(schedule.measure_start, &mut progress);
+    on_window(true);
+    sleep_until(schedule.measure_end, &mut progress);
+    on_window(false);
+    progress.finish();
+
+    let mut results = Vec::with_capacity(clients);
+    for thread in threads {
+        results.push(
+            thread
+                .join()
+                .map_err(|_| anyhow!("a bench client thread panicked"))??,
+        );
+    }
+    Ok(results)
 }
 
 /// One client: keep `inflight` requests outstanding until the window closes, then drain.

@@ -6,6 +6,7 @@ mod baseline;
 mod failover;
 mod load;
 mod payload;
+mod state;
 mod stats;
 
 use std::time::Duration;
@@ -65,6 +66,17 @@ enum BenchMode {
     /// request was lost, a reply mismatched or a replaced broker answered; gaps and
     /// throughput over their targets are reported as MISS, not failed.
     Failover(failover::FailoverArgs),
+    /// Replicated durable writes, reads and restart of the state model, on a pair it starts
+    ///
+    /// Starts a pair, each broker with its own data dir under the system temp dir (removed at
+    /// the end), and measures in one run: state.set throughput and latency with the passive
+    /// acknowledging every write, the same with the passive killed, one-key state.get reads,
+    /// and, with the model at --keys keys, the active's RSS and the time from exec to the
+    /// first state.get answer after kill -9 and a restart on its data dir. Beside each
+    /// throughput, the CPU time per request of each broker and of the clients, and writes per
+    /// fsync round. Exit 1 on any lost write, error reply or mismatched reply; figures over
+    /// their targets are reported as MISS, not failed.
+    State(state::StateArgs),
 }
 
 impl BenchArgs {
@@ -100,8 +112,10 @@ impl BenchArgs {
 
 /// Runs the benchmark; exit 1 if any request was lost or any reply mismatched.
 pub fn run(connection: &Connection, args: BenchArgs) -> anyhow::Result<Outcome> {
-    if let Some(BenchMode::Failover(failover)) = &args.mode {
-        return failover::run(failover);
+    match &args.mode {
+        Some(BenchMode::Failover(failover)) => return failover::run(failover),
+        Some(BenchMode::State(state)) => return state::run(state),
+        None => {}
     }
     args.validate()?;
     if args.baseline {

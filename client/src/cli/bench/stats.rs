@@ -1,4 +1,5 @@
-//! What one load run measured: counts, throughput and latency percentiles.
+//! What one load run measured: counts, throughput and latency percentiles, and the CPU
+//! figures beside them.
 
 use std::time::Duration;
 
@@ -78,6 +79,19 @@ pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// CPU microseconds per request, 2 decimals; none without a reading or a request.
+pub fn cpu_per_request(cpu: Option<Duration>, requests: u64) -> Option<f64> {
+    let cpu = cpu?;
+    (requests > 0).then(|| round2(cpu.as_micros() as f64 / requests as f64))
+}
+
+/// CPU time spent over `window`, in cores (1.0: one core busy all the window), 2 decimals;
+/// none without a reading or a window.
+pub fn cores(cpu: Option<Duration>, window: Duration) -> Option<f64> {
+    let cpu = cpu?;
+    (!window.is_zero()).then(|| round2(cpu.as_secs_f64() / window.as_secs_f64()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +120,16 @@ mod tests {
         let empty = LoadReport::new(Vec::new(), Duration::from_secs(1), 0, 0);
         assert_eq!((empty.requests, empty.p50_ms, empty.max_ms), (0, 0.0, 0.0));
         assert!(empty.clean());
+    }
+
+    #[test]
+    fn cpu_per_request_and_cores() {
+        let cpu = Some(Duration::from_millis(150));
+        assert_eq!(cpu_per_request(cpu, 1000), Some(150.0));
+        assert_eq!(cpu_per_request(cpu, 0), None);
+        assert_eq!(cpu_per_request(None, 10), None);
+        assert_eq!(cores(cpu, Duration::from_millis(100)), Some(1.5));
+        assert_eq!(cores(cpu, Duration::ZERO), None);
+        assert_eq!(cores(None, Duration::from_secs(1)), None);
     }
 }
