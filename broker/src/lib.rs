@@ -139,13 +139,8 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     let broker_id = NEXT_BROKER.fetch_add(1, Ordering::Relaxed);
-    let (mut pair, link) = match config.role {
-        Role::Standalone => (None, None),
-        Role::Primary | Role::Backup => {
-            let (side, link) = open_pair_side(&context, &config, broker_id, started)?;
-            (Some(side), Some(link))
-        }
-    };
+    // The state model first: a long load must not look like a stall to the pair driver,
+    // which starts its clock only afterwards.
     let feed = match &config.publish {
         Some(endpoint) => Some(open_feed(&context, endpoint)?),
         None => None,
@@ -156,9 +151,14 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         feed.is_some(),
         started,
     )?;
-    if let Some(side) = &mut pair {
-        side.restore_term(opened.term);
-    }
+    let (pair, link) = match config.role {
+        Role::Standalone => (None, None),
+        Role::Primary | Role::Backup => {
+            let (mut side, link) = open_pair_side(&context, &config, broker_id, Instant::now())?;
+            side.restore_term(opened.term);
+            (Some(side), Some(link))
+        }
+    };
     let opened_store = opened.store.clone();
     let (writer, flushed) = match &opened.store {
         Some(store) => {

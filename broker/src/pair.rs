@@ -236,6 +236,12 @@ impl<T> Pair<T> {
         since + self.heartbeat * 2
     }
 
+    /// Whether the peer is known to be down: its connection closed and its port refused the
+    /// reconnect, with no heartbeat since (no process listens there).
+    pub fn peer_gone(&self) -> bool {
+        self.disconnected_at.is_some()
+    }
+
     /// Whether the peer has been heard within its expiry.
     pub fn peer_alive(&self, now: Instant) -> bool {
         self.last_heard.is_some() && now < self.peer_expiry()

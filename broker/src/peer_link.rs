@@ -17,7 +17,9 @@
 //!   TCP connection at once (DISCONNECTED) and its port refuses the reconnect that follows
 //!   (a second CONNECT_RETRIED with no CONNECTED between): only then does the link report
 //!   [`LinkEvent::Gone`], which the pair driver treats, with no heartbeat after it, as peer
-//!   expiry. A connection reset while the peer lives (a middlebox, a NAT timeout) reconnects
+//!   expiry. The same holds from start-up: a peer whose port refuses the first two
+//!   connection attempts is not running. A connection reset while the peer lives (a
+//!   middlebox, a NAT timeout) reconnects
 //!   and reports nothing more. A frozen process, a power cut or a cut cable close nothing,
 //!   so for those heartbeat silence stays the only path.
 
@@ -142,7 +144,10 @@ impl PeerLink {
             outbound,
             replication,
             monitor,
-            retries_since_close: None,
+            // As if just closed: a peer whose port refuses the very first connections is not
+            // running either (see `track`), so a broker started alone need not wait out the
+            // heartbeat expiry to learn it.
+            retries_since_close: Some(0),
         })
     }
 

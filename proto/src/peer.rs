@@ -125,7 +125,15 @@ impl PeerMessage {
         let (kind, body) = match self {
             PeerMessage::Heartbeat(hb) => (HEARTBEAT_KIND, bendy::serde::to_bytes(hb)),
             PeerMessage::Sync(m) => (SYNC_KIND, bendy::serde::to_bytes(m)),
-            PeerMessage::Changes(m) => (CHANGES_KIND, bendy::serde::to_bytes(m)),
+            // The hot path: each change's record written by hand (see `Change::encode`).
+            PeerMessage::Changes(m) => {
+                let mut body = b"d7:changesl".to_vec();
+                for change in &m.changes {
+                    change.encode_into(&mut body);
+                }
+                body.extend_from_slice(b"ee");
+                (CHANGES_KIND, Ok(body))
+            }
             PeerMessage::Snapshot(m) => (SNAPSHOT_KIND, bendy::serde::to_bytes(m)),
         };
         vec![

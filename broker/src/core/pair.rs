@@ -98,6 +98,11 @@ impl PairSide {
         &self.peer_endpoint
     }
 
+    /// Whether the peer is known to be down (its port refuses connections).
+    pub fn peer_gone(&self) -> bool {
+        self.pair.peer_gone()
+    }
+
     /// When the peer counts (or will count) as expired.
     pub fn peer_expiry(&self) -> Instant {
         self.pair.peer_expiry()

@@ -164,8 +164,13 @@ impl Core {
     }
 
     /// When the last *paired* this broker sent runs out at the peer (see
-    /// [`Replication::lease`]): no write is answered alone before.
+    /// [`Replication::lease`]): no write is answered alone before. None when the peer is
+    /// known to be down.
     pub(super) fn paired_lease_end(&self) -> Option<Instant> {
+        // A peer whose port refuses connections runs no process that could take over.
+        if self.pair.as_ref().is_some_and(|p| p.peer_gone()) {
+            return None;
+        }
         self.repl
             .paired_sent_at
             .map(|at| at + Replication::lease(self.peer_heartbeat))

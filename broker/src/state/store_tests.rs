@@ -1015,3 +1015,16 @@ fn open_and_load_100k_keys() {
     );
     assert_eq!(store.load().expect("load").entries.len(), KEYS as usize);
 }
+
+#[test]
+fn stored_entries_are_written_as_serde_writes_them() {
+    for expires_at_ms in [None, Some(1_800_000_000_000)] {
+        let entry = StoredEntry {
+            seq: 7,
+            value: b"i215e".to_vec(),
+            expires_at_ms,
+        };
+        assert_eq!(entry.encode(), bendy::serde::to_bytes(&entry).unwrap());
+        assert_eq!(StoredEntry::decode(&entry.encode()), Ok(entry));
+    }
+}
