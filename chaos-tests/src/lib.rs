@@ -13,10 +13,13 @@
 //! * [`pair`]: a Binary Star pair of brokers and workers that reach one or both of them;
 //! * [`pair_scenario`]: broker events on a pair (kill -9 of the active or the passive,
 //!   SIGSTOP of the active, restarts), each carried out until the pair settles again;
-//! * [`dual_active`]: the proof that no broker answered while its peer was the active.
+//! * [`dual_active`]: the proof that no broker answered while its peer was the active;
+//! * [`state_load`]: state-model writers and a change-feed watcher on a pair (through
+//!   `hearth_client`), and the final account of every acknowledged write.
 //!
-//! Nothing here depends on the client or worker crates: the tests speak the wire protocol
-//! through `hearth-proto` and run the binaries, as an operator would.
+//! The request load speaks the wire protocol through `hearth-proto` and the processes are
+//! the built binaries, as an operator would run them; only the state load uses the client
+//! library, whose write ids and feed follower are what it puts to the test.
 
 pub mod bins;
 pub mod chaos;
@@ -27,6 +30,7 @@ pub mod metrics;
 pub mod pair;
 pub mod pair_scenario;
 pub mod process;
+pub mod state_load;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +41,7 @@ pub use load::{ClientPlan, Load, LoadPlan, ReplyKind, Tally, TracedReply};
 pub use pair::{Pair, PairOptions, Reach, Side, WorkerSpec};
 pub use pair_scenario::{PairCounts, PairScenario, WorkerKills};
 pub use process::{LogDir, Proc};
+pub use state_load::{StateLoad, StatePlan, StateReport};
 
 /// Env variable that fixes the seed of a run, to replay a failure.
 pub const SEED_ENV: &str = "HEARTH_CHAOS_SEED";

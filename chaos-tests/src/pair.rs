@@ -4,7 +4,11 @@
 //! --peer-bind tcp://127.0.0.1:P1 --peer-connect tcp://127.0.0.1:P2 --peer-heartbeat …
 //! --heartbeat … --metrics 127.0.0.1:M1`, the backup the same way round. Each broker keeps
 //! its ports for the whole test, so a broker killed and started again is the same broker to
-//! its peer, its workers and its clients. Workers are `hearth-worker` processes with one
+//! its peer, its workers and its clients. A pair asked for durable state
+//! ([`PairOptions::durable_state`]) also gives each broker `--data-dir` (its own directory
+//! under one temp dir per test run, kept across that broker's restarts, removed once the
+//! test passed) and `--publish tcp://127.0.0.1:PORT` (its change feed, on a port kept across
+//! restarts too). Workers are `hearth-worker` processes with one
 //! `--broker` per broker they reach: both ([`Reach::Both`], as DESIGN.md asks of workers of
 //! a pair) or only one ([`Reach::Only`]).
 //!
@@ -14,13 +18,15 @@
 //! harness started ([`Proc`]).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 
 use crate::cluster::{humantime_ms, worker_args, WorkerKind};
 use crate::metrics::BrokerSample;
-use crate::process::{self, LogDir, Proc};
+use crate::process::{self, LogDir, Proc, KEEP_LOGS_ENV};
 use crate::{bin_path, free_port, wait_for};
 
 /// One broker of the pair.
@@ -92,18 +98,79 @@ pub struct PairOptions {
     pub liveness: u32,
     /// `--request-expiry`: how long a request waits while its service has no worker.
     pub request_expiry: Duration,
+    /// Whether each broker keeps the state model on disk (`--data-dir`, a directory per
+    /// broker kept across its restarts) and publishes its change feed (`--publish`).
+    pub durable_state: bool,
 }
 
 impl Default for PairOptions {
     /// A 300 ms peer heartbeat (a silent peer expires after 600 ms: long enough that a
     /// loaded 2-core machine does not starve a broker that long, short enough for tests),
-    /// 200 ms worker heartbeats, liveness 3, and a request expiry longer than any test.
+    /// 200 ms worker heartbeats, liveness 3, a request expiry longer than any test, and the
+    /// state model in memory only (no data dir, no change feed).
     fn default() -> Self {
         PairOptions {
             peer_heartbeat: Duration::from_millis(300),
             heartbeat: Duration::from_millis(200),
             liveness: 3,
             request_expiry: Duration::from_secs(120),
+            durable_state: false,
+        }
+    }
+}
+
+impl PairOptions {
+    /// The same timings, with data dirs and change feeds ([`PairOptions::durable_state`]).
+    pub fn with_durable_state(self) -> PairOptions {
+        PairOptions {
+            durable_state: true,
+            ..self
+        }
+    }
+}
+
+/// The data dirs of a pair with durable state: `primary/` and `backup/` under one fresh
+/// directory of the system temp dir. Removed on drop once the test has passed (and the
+/// brokers are dead: [`Pair`] drops its processes first); kept, its path printed, after a
+/// failure or with `HEARTH_CHAOS_KEEP_LOGS`, as evidence next to the logs.
+#[derive(Debug)]
+struct DataDirs {
+    root: PathBuf,
+    passed: AtomicBool,
+}
+
+impl DataDirs {
+    fn new(test: &str) -> DataDirs {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        DataDirs {
+            root: std::env::temp_dir().join(format!(
+                "hearth-chaos-{test}-data-{}-{nanos}",
+                std::process::id()
+            )),
+            passed: AtomicBool::new(false),
+        }
+    }
+
+    /// `side`'s directory; the broker creates it at its first start.
+    fn of(&self, side: Side) -> PathBuf {
+        self.root.join(side.role())
+    }
+}
+
+impl Drop for DataDirs {
+    fn drop(&mut self) {
+        let keep = std::env::var_os(KEEP_LOGS_ENV).is_some()
+            || !self.passed.load(Ordering::SeqCst)
+            || std::thread::panicking();
+        if keep {
+            if self.root.exists() {
+                eprintln!("broker data dirs kept in {}", self.root.display());
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
         }
     }
 }
@@ -113,6 +180,8 @@ impl Default for PairOptions {
 struct PairBroker {
     frontend_port: u16,
     peer_port: u16,
+    /// The change feed's port (bound only with durable state).
+    publish_port: u16,
     metrics: SocketAddr,
     proc: Option<Proc>,
     frozen: bool,
@@ -166,6 +235,7 @@ pub struct Pair {
     // logs of a failed test) last.
     workers: Vec<PairWorker>,
     brokers: [PairBroker; 2],
+    data: Option<DataDirs>,
     ctx: zmq::Context,
     options: PairOptions,
     next_worker: usize,
@@ -179,6 +249,7 @@ impl Pair {
         let broker = || PairBroker {
             frontend_port: free_port(),
             peer_port: free_port(),
+            publish_port: free_port(),
             metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
             proc: None,
             frozen: false,
@@ -187,6 +258,7 @@ impl Pair {
         let mut pair = Pair {
             workers: Vec::new(),
             brokers: [broker(), broker()],
+            data: options.durable_state.then(|| DataDirs::new(test)),
             ctx: zmq::Context::new(),
             options,
             next_worker: 0,
@@ -217,6 +289,28 @@ impl Pair {
         Side::BOTH.iter().map(|s| self.frontend(*s)).collect()
     }
 
+    /// The change-feed endpoint of `side` (`--publish`), if the pair has durable state.
+    pub fn feed(&self, side: Side) -> Option<String> {
+        self.data
+            .as_ref()
+            .map(|_| format!("tcp://127.0.0.1:{}", self.broker(side).publish_port))
+    }
+
+    /// Both change feeds, primary first; empty without durable state.
+    pub fn feeds(&self) -> Vec<String> {
+        Side::BOTH.iter().filter_map(|s| self.feed(*s)).collect()
+    }
+
+    /// The data dir of `side` (`--data-dir`), if the pair has durable state.
+    pub fn data_dir(&self, side: Side) -> Option<PathBuf> {
+        self.data.as_ref().map(|d| d.of(side))
+    }
+
+    /// Where both brokers' data dirs live, if the pair has durable state.
+    pub fn data_root(&self) -> Option<&Path> {
+        self.data.as_ref().map(|d| d.root.as_path())
+    }
+
     /// The HTTP address of `side` (`/metrics`, `/status`).
     pub fn metrics_addr(&self, side: Side) -> SocketAddr {
         self.broker(side).metrics
@@ -232,9 +326,13 @@ impl Pair {
         &self.logs
     }
 
-    /// Says the test passed, so the logs are removed rather than printed on drop.
+    /// Says the test passed, so the logs (and data dirs) are removed rather than kept on
+    /// drop.
     pub fn passed(&self) {
         self.logs.mark_passed();
+        if let Some(data) = &self.data {
+            data.passed.store(true, Ordering::SeqCst);
+        }
     }
 
     /// A ZeroMQ context for the test's own sockets.
@@ -271,7 +369,7 @@ impl Pair {
         let other = self.broker(side.other());
         let peer_connect = format!("tcp://127.0.0.1:{}", other.peer_port);
         let me = self.broker(side);
-        let args = vec![
+        let mut args = vec![
             "--role".to_owned(),
             side.role().to_owned(),
             "--frontend".to_owned(),
@@ -291,6 +389,14 @@ impl Pair {
             "--metrics".to_owned(),
             me.metrics.to_string(),
         ];
+        if let (Some(dir), Some(feed)) = (self.data_dir(side), self.feed(side)) {
+            args.extend([
+                "--data-dir".to_owned(),
+                dir.display().to_string(),
+                "--publish".to_owned(),
+                feed,
+            ]);
+        }
         let metrics = me.metrics;
         let name = format!("broker-{}-{}", side.role(), me.starts + 1);
         let mut proc = Proc::spawn(&name, &bin_path("hearth-broker"), &args, &self.logs)?;

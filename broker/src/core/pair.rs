@@ -266,6 +266,14 @@ impl Core {
         let Some(side) = self.pair.as_mut() else {
             return;
         };
+        // The failover is counted before the state gauge says active: a scrape between
+        // the two never shows a new active without its failover.
+        if side.pair.failovers != side.last_failovers {
+            metrics
+                .failovers
+                .inc_by(side.pair.failovers - side.last_failovers);
+            side.last_failovers = side.pair.failovers;
+        }
         let state = side.pair.state();
         let changed = (state != side.last_state).then_some(side.last_state);
         if let Some(from) = changed {
@@ -279,12 +287,6 @@ impl Core {
             side.last_state = state;
         }
         let term = side.pair.term();
-        if side.pair.failovers != side.last_failovers {
-            metrics
-                .failovers
-                .inc_by(side.pair.failovers - side.last_failovers);
-            side.last_failovers = side.pair.failovers;
-        }
         if side.pair.step_downs != side.last_step_downs {
             metrics
                 .split_brain
