@@ -182,8 +182,10 @@ impl Core {
     }
 
     fn peer_heartbeat(&mut self, now: Instant, hb: PeerHeartbeat) {
-        let metrics = self.metrics.clone();
-        let Some(side) = self.side() else { return };
+        let metrics = &self.metrics;
+        let Some(side) = self.pair.as_mut() else {
+            return;
+        };
         match side
             .pair
             .peer_heartbeat(now, hb.state, hb.term, hb.beat, hb.heard)
@@ -262,7 +264,8 @@ impl Core {
     /// Carries out what the pair driver decided: state changes, released and dropped
     /// requests, and the dispatcher's mode.
     pub(super) fn settle(&mut self, now: Instant) {
-        let metrics = self.metrics.clone();
+        // Disjoint fields: the side is changed while the metrics are read.
+        let metrics = &self.metrics;
         let Some(side) = self.pair.as_mut() else {
             return;
         };
@@ -300,6 +303,12 @@ impl Core {
         };
         let released = side.pair.take_released();
         let dropped = side.pair.take_dropped().len() as u64;
+        if dropped > 0 {
+            metrics
+                .dropped
+                .with_label_values(&["peer_serving"])
+                .inc_by(dropped);
+        }
         self.state.write_term(term);
         if let Some(from) = changed {
             self.state_changed(from, state, now);
@@ -307,12 +316,6 @@ impl Core {
         self.set_mode(mode, now);
         for r in released {
             self.serve(now, r.client, r.msg);
-        }
-        if dropped > 0 {
-            metrics
-                .dropped
-                .with_label_values(&["peer_serving"])
-                .inc_by(dropped);
         }
     }
 }
