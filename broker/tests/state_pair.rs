@@ -4,73 +4,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::procs::{pair_args, BrokerProc};
+use common::pair_state::{seq_of, Pair};
 use common::writes::{missing, read_all, writer, WriteLog};
 use common::*;
 
 const T: Duration = Duration::from_secs(15);
-const PEER_HB: u64 = 200;
-
-/// A data dir of its own under the system temp dir, removed on drop.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> DataDir {
-        DataDir(std::env::temp_dir().join(format!(
-            "hearth-state-pair-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        )))
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Pair {
-    primary: BrokerProc,
-    backup: BrokerProc,
-    _dirs: (DataDir, DataDir),
-}
-
-impl Pair {
-    fn start(name: &str) -> Pair {
-        let (pp, bp) = (free_port(), free_port());
-        let dirs = (
-            DataDir::new(&format!("{name}-p")),
-            DataDir::new(&format!("{name}-b")),
-        );
-        let with_dir = |mut args: Vec<String>, dir: &DataDir| {
-            args.extend(["--data-dir".into(), dir.0.display().to_string()]);
-            args
-        };
-        let primary = BrokerProc::start(&with_dir(pair_args("primary", pp, bp, PEER_HB), &dirs.0));
-        let backup = BrokerProc::start(&with_dir(pair_args("backup", bp, pp, PEER_HB), &dirs.1));
-        primary.wait_state("active", T);
-        backup.wait_state("passive", T);
-        Pair {
-            primary,
-            backup,
-            _dirs: dirs,
-        }
-    }
-
-    fn brokers(&self) -> Vec<String> {
-        vec![self.primary.frontend.clone(), self.backup.frontend.clone()]
-    }
-}
-
-fn seq_of(broker: &BrokerProc) -> Option<u64> {
-    broker.status().and_then(|s| s["state_seq"].as_u64())
-}
 
 fn report(what: &str, log: &WriteLog, missing: &[String]) {
     println!(

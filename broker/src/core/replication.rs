@@ -564,12 +564,21 @@ impl Core {
         down.retry_at = Some(now + self.peer_heartbeat / 4);
     }
 
-    fn on_changes(&mut self, now: Instant, msg: Changes) {
-        if self.is_active() || !self.following(now) {
+    /// Whether replicated data may be taken now: this broker follows its peer. Counted and
+    /// dropped otherwise.
+    fn taking_replication(&self, now: Instant) -> bool {
+        let taking = !self.is_active() && self.following(now);
+        if !taking {
             self.metrics
                 .dropped
                 .with_label_values(&["replication_not_following"])
                 .inc();
+        }
+        taking
+    }
+
+    fn on_changes(&mut self, now: Instant, msg: Changes) {
+        if !self.taking_replication(now) {
             return;
         }
         for change in msg.changes {
@@ -604,11 +613,7 @@ impl Core {
     }
 
     fn on_snapshot(&mut self, now: Instant, chunk: SnapshotChunk) {
-        if self.is_active() || !self.following(now) {
-            self.metrics
-                .dropped
-                .with_label_values(&["replication_not_following"])
-                .inc();
+        if !self.taking_replication(now) {
             return;
         }
         let parts = &mut self.repl.up.parts;

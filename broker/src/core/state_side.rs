@@ -21,10 +21,11 @@ use hearth_proto::ClientMessage;
 use tracing::{info, warn};
 
 use super::{Core, Effect, Identity, Persist};
+use crate::state::model::put_entry;
 use crate::state::request::{parse_get, BadRequest};
 use crate::state::restart::Standing;
 use crate::state::store::Batch;
-use crate::state::value::{put_bytes, put_uint};
+use crate::state::value::put_uint;
 use crate::state::{error_reply, StateModel, WriteOutcome};
 
 /// hearth's own state service for change-feed followers: a snapshot with its seq.
@@ -527,12 +528,7 @@ fn snapshot_reply(model: &StateModel, body: &[u8]) -> Result<Vec<u8>, BadRequest
     let mut reply = Vec::with_capacity(64);
     reply.extend_from_slice(b"d7:entriesd");
     for (key, entry) in model.entries().filter(|(k, _)| k.starts_with(prefix)) {
-        put_bytes(&mut reply, key.as_bytes());
-        reply.extend_from_slice(b"d3:seq");
-        put_uint(&mut reply, entry.seq);
-        reply.extend_from_slice(b"5:value");
-        reply.extend_from_slice(&entry.value);
-        reply.push(b'e');
+        put_entry(&mut reply, key, entry);
     }
     reply.extend_from_slice(b"e3:seq");
     put_uint(&mut reply, model.seq());

@@ -193,12 +193,7 @@ impl StateModel {
         let mut reply = Vec::with_capacity(size + 2);
         reply.push(b'd');
         for (key, entry) in found {
-            put_bytes(&mut reply, key.as_bytes());
-            reply.extend_from_slice(b"d3:seq");
-            put_uint(&mut reply, entry.seq);
-            reply.extend_from_slice(b"5:value");
-            reply.extend_from_slice(&entry.value);
-            reply.push(b'e');
+            put_entry(&mut reply, key, entry);
         }
         reply.push(b'e');
         Ok(reply)
@@ -459,6 +454,16 @@ impl StateModel {
         }
         Some(entry)
     }
+}
+
+/// Appends `key` and its `{seq, value}` dict, as `state.get` and `state.snapshot` reply.
+pub fn put_entry(out: &mut Vec<u8>, key: &str, entry: &Entry) {
+    put_bytes(out, key.as_bytes());
+    out.extend_from_slice(b"d3:seq");
+    put_uint(out, entry.seq);
+    out.extend_from_slice(b"5:value");
+    out.extend_from_slice(&entry.value);
+    out.push(b'e');
 }
 
 /// `{error: text}`: the reply body of a refused state request.
