@@ -568,9 +568,12 @@ impl Store {
                         write,
                     } => {
                         staged.insert(Cow::Borrowed(entry_key), entry.as_deref());
-                        staged.insert(Cow::Owned(log_key(*seq)), Some(log));
-                        if let Some(gone) = seq.checked_sub(self.log_keep) {
-                            staged.insert(Cow::Owned(log_key(gone)), None);
+                        // `log_keep` 0: no change log at all.
+                        if self.log_keep > 0 {
+                            staged.insert(Cow::Owned(log_key(*seq)), Some(log));
+                            if let Some(gone) = seq.checked_sub(self.log_keep) {
+                                staged.insert(Cow::Owned(log_key(gone)), None);
+                            }
                         }
                         if let Some((key, record)) = write {
                             staged.insert(Cow::Borrowed(key), Some(record));
