@@ -1,12 +1,14 @@
 //! The write ids the state model remembers, so a write resent after a lost reply or a
 //! failover is applied once and answered with its original `{seq}`.
 //!
-//! Kept apart from the map itself: ids are global, live for `write_id_ttl_ms` after their
-//! write was applied, and are indexed by age so forgetting them is not a scan. The digest
+//! Kept apart from the map itself: ids are global and live for `write_id_ttl_ms` after their
+//! write was applied. Each id is held once (a busy broker remembers hundreds of thousands);
+//! forgetting is a scan, done every few seconds and skipped while the oldest id is young.
+//! The digest
 //! of a request is persisted and replicated with its id, so it is a fixed hash (FNV-1a),
 //! never std's `DefaultHasher`, which may change between builds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use hearth_proto::state::WriteTag;
 
@@ -35,9 +37,10 @@ struct WriteRecord {
 /// The remembered write ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteIds {
-    by_id: HashMap<Vec<u8>, WriteRecord>,
-    /// (at_ms, id) of every remembered id, oldest first.
-    by_age: BTreeSet<(u64, Vec<u8>)>,
+    by_id: HashMap<Box<[u8]>, WriteRecord>,
+    /// No id was applied before this (a lower bound): forgetting scans only once the
+    /// oldest could be due.
+    oldest_at_ms: u64,
 }
 
 impl WriteIds {
@@ -70,25 +73,29 @@ impl WriteIds {
             digest: tag.digest,
             at_ms: tag.at_ms,
         };
-        if let Some(old) = self.by_id.insert(tag.id.clone(), record) {
-            self.by_age.remove(&(old.at_ms, tag.id.clone()));
+        if self.by_id.is_empty() || tag.at_ms < self.oldest_at_ms {
+            self.oldest_at_ms = tag.at_ms;
         }
-        self.by_age.insert((tag.at_ms, tag.id));
+        self.by_id.insert(tag.id.into_boxed_slice(), record);
     }
 
     /// Forgets the ids applied more than `ttl_ms` before `now_ms` and returns them.
     pub fn forget(&mut self, now_ms: u64, ttl_ms: u64) -> Vec<Vec<u8>> {
         let mut forgotten = Vec::new();
-        while let Some((at_ms, _)) = self.by_age.first() {
-            if at_ms.saturating_add(ttl_ms) >= now_ms {
-                break;
-            }
-            let Some((_, id)) = self.by_age.pop_first() else {
-                break;
-            };
-            self.by_id.remove(&id);
-            forgotten.push(id);
+        if self.by_id.is_empty() || self.oldest_at_ms.saturating_add(ttl_ms) >= now_ms {
+            return forgotten;
         }
+        let mut oldest = u64::MAX;
+        self.by_id.retain(|id, r| {
+            let keep = r.at_ms.saturating_add(ttl_ms) >= now_ms;
+            if keep {
+                oldest = oldest.min(r.at_ms);
+            } else {
+                forgotten.push(id.to_vec());
+            }
+            keep
+        });
+        self.oldest_at_ms = oldest;
         forgotten
     }
 
@@ -96,7 +103,7 @@ impl WriteIds {
     pub fn tags(&self) -> impl Iterator<Item = (u64, WriteTag)> + '_ {
         self.by_id.iter().map(|(id, r)| {
             let tag = WriteTag {
-                id: id.clone(),
+                id: id.to_vec(),
                 digest: r.digest,
                 at_ms: r.at_ms,
             };
