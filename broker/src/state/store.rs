@@ -857,15 +857,15 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
+/// The page cache sled may use (its default is 1 GiB). The broker's own map holds the
+/// model; sled's pages are read at start-up and written, rarely read again.
+const SLED_CACHE_BYTES: u64 = 4 << 20;
+
 /// Opens sled's files, retrying sled's own lock for a moment: the caller holds hearth's
 /// lock, so a busy sled lock is a store this process dropped an instant ago (or a process
 /// that opened `state.sled` without hearth's lock, reported as `Locked` after the grace).
-/// The page cache sled may use.
-const SLED_CACHE_BYTES: u64 = 16 << 20;
-
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
-    // sled's page cache defaults to 1 GiB; a home's model is a few MB, and the broker must
-    // stay small on a tiny box.
+    // A broker must stay small on a tiny box.
     let config = sled::Config::new()
         .path(dir.join(SLED_DIR))
         .cache_capacity(SLED_CACHE_BYTES);
