@@ -97,7 +97,7 @@ impl StateSide {
             tail: VecDeque::new(),
             tail_bytes: 0,
             durable: start.durable,
-            batch: Batch::default(),
+            batch: new_batch(),
             round: 0,
             in_flight: VecDeque::new(),
             flushed_round: 0,
@@ -383,7 +383,7 @@ impl Core {
             return;
         }
         state.round += 1;
-        let batch = std::mem::take(&mut state.batch);
+        let batch = std::mem::replace(&mut state.batch, new_batch());
         state
             .in_flight
             .push_back((state.round, state.model.seq(), now));
@@ -511,6 +511,15 @@ impl Core {
             let lag = self.state_lag().min(i64::MAX as u64) as i64;
             self.metrics.state_lag.set(lag);
         }
+    }
+}
+
+/// An empty batch, encoding changes for the store's change log only if it keeps one.
+fn new_batch() -> Batch {
+    if crate::state::open::LOG_KEEP != 0 {
+        Batch::default()
+    } else {
+        Batch::without_log()
     }
 }
 

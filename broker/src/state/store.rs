@@ -234,7 +234,7 @@ enum Op {
         seq: u64,
         entry_key: Vec<u8>,
         entry: Option<Vec<u8>>,
-        log: Vec<u8>,
+        log: Option<Vec<u8>>,
         write: Option<(Vec<u8>, Vec<u8>)>,
     },
     Put(Vec<u8>, Vec<u8>),
@@ -251,9 +251,21 @@ enum Op {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     ops: Vec<Op>,
+    /// The caller keeps no change log (its store's `log_keep` is 0): changes are not
+    /// encoded for one.
+    no_log: bool,
 }
 
 impl Batch {
+    /// An empty batch for a store that keeps no change log (`log_keep` 0): its changes are
+    /// not encoded for the log.
+    pub fn without_log() -> Batch {
+        Batch {
+            ops: Vec::new(),
+            no_log: true,
+        }
+    }
+
     /// Records a change: sets `k/<key>` (a change with a value) or removes it (a delete or
     /// an expiry), appends it to the log (trimming the change `log_keep` before it), and
     /// remembers its write id, if it has one.
@@ -278,7 +290,7 @@ impl Batch {
             seq: change.seq,
             entry_key: prefixed(ENTRY, change.key.as_bytes()),
             entry,
-            log: change.encode(),
+            log: (!self.no_log).then(|| change.encode()),
             write,
         });
     }
@@ -569,7 +581,7 @@ impl Store {
                     } => {
                         staged.insert(Cow::Borrowed(entry_key), entry.as_deref());
                         // `log_keep` 0: no change log at all.
-                        if self.log_keep > 0 {
+                        if let Some(log) = log.as_ref().filter(|_| self.log_keep > 0) {
                             staged.insert(Cow::Owned(log_key(*seq)), Some(log));
                             if let Some(gone) = seq.checked_sub(self.log_keep) {
                                 staged.insert(Cow::Owned(log_key(gone)), None);
