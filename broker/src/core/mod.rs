@@ -18,6 +18,7 @@ mod pair;
 mod replication;
 #[cfg(test)]
 mod sim_tests;
+mod standing;
 mod state_side;
 mod status;
 #[cfg(test)]
@@ -33,7 +34,8 @@ use crate::dispatch::{Dispatcher, Mode};
 pub use crate::effect::{Effect, Identity, Persist};
 use crate::metrics::Metrics;
 pub use pair::{HeldRequest, PairSide};
-pub use replication::{read_meta, ConflictRecord, Replication};
+pub use replication::{ConflictRecord, Replication};
+pub use standing::read_meta;
 pub use state_side::{StateSide, StateStart, STATE_SNAPSHOT};
 
 /// What the broker is, fixed at start-up: reported in its status.
@@ -187,6 +189,7 @@ impl Core {
             self.update_activation(now);
             self.pair_tick(now);
             self.replication_tick(now);
+            self.standing_tick(now);
         }
         self.state_timers(now);
         self.dispatcher.tick(now, &mut self.effects);
