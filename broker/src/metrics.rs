@@ -47,6 +47,9 @@ pub struct Metrics {
     pub state_lag: IntGauge,
     /// Time from a round's writes being handed to the writer to their fsync.
     pub state_flush: Histogram,
+    /// Flushes (fsyncs) of the state store: rounds queued behind a running flush share
+    /// the next one.
+    pub state_fsyncs: IntCounter,
     /// State requests refused, by reason.
     pub state_bad_requests: IntCounterVec,
     /// Writes answered, by outcome (applied, repeat, unchanged).
@@ -154,6 +157,11 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
         )?;
         registry.register(Box::new(state_flush.clone()))?;
+        let state_fsyncs = IntCounter::new(
+            "hearth_state_fsyncs_total",
+            "Flushes (fsyncs) of the state store; rounds queued behind one share the next",
+        )?;
+        registry.register(Box::new(state_fsyncs.clone()))?;
         let state_snapshots_installed = IntCounter::new(
             "hearth_state_snapshots_installed_total",
             "Snapshots of the state model installed from the peer",
@@ -236,6 +244,7 @@ impl Metrics {
             state_bytes,
             state_lag,
             state_flush,
+            state_fsyncs,
             state_bad_requests: counter(
                 registry,
                 "hearth_state_bad_requests_total",

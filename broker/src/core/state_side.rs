@@ -395,6 +395,8 @@ impl Core {
 
     /// The writer made every round up to `round` durable.
     pub fn flushed(&mut self, now: Instant, round: u64) {
+        // The writer reports once per flush.
+        self.metrics.state_fsyncs.inc();
         let state = &mut self.state;
         state.flushed_round = state.flushed_round.max(round);
         while let Some(&(r, seq, at)) = state.in_flight.front() {

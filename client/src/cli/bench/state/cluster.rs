@@ -321,6 +321,8 @@ pub struct FlushCounter {
     pub rounds: f64,
     /// Seconds, summed over the rounds.
     pub seconds: f64,
+    /// Flushes (fsyncs): `hearth_state_fsyncs_total`.
+    pub fsyncs: f64,
 }
 
 /// Reads the broker's [`FlushCounter`] from `/metrics`.
@@ -335,6 +337,7 @@ pub fn flush_counter(metrics: SocketAddr) -> anyhow::Result<FlushCounter> {
     Ok(FlushCounter {
         rounds: sample("hearth_state_flush_duration_seconds_count")?,
         seconds: sample("hearth_state_flush_duration_seconds_sum")?,
+        fsyncs: sample("hearth_state_fsyncs_total")?,
     })
 }
 

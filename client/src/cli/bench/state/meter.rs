@@ -135,6 +135,14 @@ impl Meter {
                 } else {
                     0.0
                 },
+                writes_per_fsync: {
+                    let fsyncs = (close.fsyncs - open.fsyncs).max(0.0);
+                    if fsyncs > 0.0 {
+                        round2(requests as f64 / fsyncs)
+                    } else {
+                        0.0
+                    }
+                },
             })
         };
         Phase {

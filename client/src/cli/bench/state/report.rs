@@ -73,6 +73,9 @@ pub struct Flush {
     pub writes_per_round: f64,
     /// Mean time from a round's hand-over to the writer to its fsync, ms.
     pub round_ms: f64,
+    /// Requests answered in the window per fsync (rounds queued behind a running fsync
+    /// share the next one).
+    pub writes_per_fsync: f64,
 }
 
 /// One measured phase.
@@ -257,8 +260,8 @@ impl StateReport {
                     )
                 });
                 println!(
-                    "group commit, {label}: active {:.0} rounds/s × {:.1} writes, {:.2} ms from hand-over to fsync{passive}",
-                    f.rounds_per_s, f.writes_per_round, f.round_ms
+                    "group commit, {label}: active {:.0} rounds/s × {:.1} writes ({:.1} writes per fsync), {:.2} ms from hand-over to fsync{passive}",
+                    f.rounds_per_s, f.writes_per_round, f.writes_per_fsync, f.round_ms
                 );
             }
         }
