@@ -4,33 +4,13 @@
 
 mod common;
 
-use std::path::PathBuf;
+use common::pair_state::DataDir;
 use std::time::Duration;
 
 use common::*;
 use hearth_broker::BrokerHandle;
 
 const T: Duration = Duration::from_secs(5);
-
-/// A data dir of its own under the system temp dir, removed on drop.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> DataDir {
-        let path = std::env::temp_dir().join(format!(
-            "hearth-state-test-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        DataDir(path)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One request, one reply body frame (the reply must name the service).
 fn call(ctx: &zmq::Context, broker: &BrokerHandle, service: &str, body: &[&[u8]]) -> Vec<u8> {

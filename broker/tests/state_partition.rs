@@ -16,12 +16,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::pair_state::DataDir;
 use common::procs::{pair_args, BrokerProc};
 use common::proxy::Proxy;
 use common::writes::{missing, read_all, reply_seq, state_call, writer, WriteLog};
@@ -39,25 +39,6 @@ const ON_BACKUP: u64 = 30;
 const SHARED: &str = "cut/both";
 const SHARED_ON_PRIMARY: i64 = 1001;
 const SHARED_ON_BACKUP: i64 = 2002;
-
-/// A data dir of its own under the system temp dir, removed on drop.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> DataDir {
-        DataDir(std::env::temp_dir().join(format!(
-            "hearth-state-partition-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        )))
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A pair whose peer link runs through two proxies, one per direction.
 struct CutPair {

@@ -179,7 +179,7 @@ impl Core {
                 ..Downstream::default()
             };
         }
-        let period = self.peer_heartbeat_interval();
+        let period = self.peer_heartbeat;
         if self.following(now) {
             // A broker that follows its peer may be behind it: paired from now on.
             self.state.write_standing(Standing::Paired);
@@ -197,10 +197,6 @@ impl Core {
         } else {
             self.repl.up.next_sync = None;
         }
-    }
-
-    fn peer_heartbeat_interval(&self) -> std::time::Duration {
-        self.peer_heartbeat
     }
 
     /// A replication message from the peer.

@@ -255,7 +255,7 @@ impl Core {
         let frame = if body.is_empty() {
             Vec::new()
         } else {
-            body.swap_remove(0)
+            body.remove(0)
         };
         // The second frame, if any, is the write id; an empty frame means none.
         let write_id = body.first().filter(|id| !id.is_empty()).map(Vec::as_slice);

@@ -73,6 +73,24 @@ fn request(core: &mut Core, now: Instant, client: &str, service: &str, body: &[u
     );
 }
 
+fn ready(core: &mut Core, now: Instant, worker: &str, service: &str) {
+    core.frontend(
+        now,
+        worker.as_bytes().to_vec(),
+        Inbound::Worker(WorkerMessage::Ready {
+            service: service.into(),
+        }),
+    );
+}
+
+/// The beat number of the heartbeat among `out`, if one went to the peer.
+fn sent_beat(out: Vec<Effect>) -> Option<u64> {
+    out.into_iter().find_map(|e| match e {
+        Effect::ToPeer(PeerMessage::Heartbeat(hb)) => Some(hb.beat),
+        _ => None,
+    })
+}
+
 fn effects(core: &mut Core, now: Instant) -> Vec<Effect> {
     let mut out = Vec::new();
     core.take_effects(now, &mut out);
@@ -105,13 +123,7 @@ fn status_reply(out: &[Effect]) -> BrokerStatus {
 fn status_is_assembled_from_the_parts() {
     let t0 = Instant::now();
     let mut c = core(Role::Standalone, t0);
-    c.frontend(
-        t0,
-        b"W1".to_vec(),
-        Inbound::Worker(WorkerMessage::Ready {
-            service: "echo".into(),
-        }),
-    );
+    ready(&mut c, t0, "W1", "echo");
     request(&mut c, t0, "C1", "queued", b"x");
     effects(&mut c, t0);
     request(&mut c, t0 + HB, "C2", "hearth.status", b"");
@@ -150,22 +162,10 @@ fn replies_wait_while_the_active_is_unsure_of_its_peer() {
     assert_eq!(c.state(), BStarState::Active);
     // Our first beat goes out; once the backup acknowledges it, we serve.
     c.tick(t0);
-    let beat = effects(&mut c, t0)
-        .into_iter()
-        .find_map(|e| match e {
-            Effect::ToPeer(PeerMessage::Heartbeat(hb)) => Some(hb.beat),
-            _ => None,
-        })
-        .expect("a heartbeat to the peer");
+    let beat = sent_beat(effects(&mut c, t0)).expect("a heartbeat to the peer");
     c.peer_message(t0, Ok(heartbeat(BStarState::Passive, 1, 2, beat)));
     assert!(c.serving(t0));
-    c.frontend(
-        t0,
-        b"W1".to_vec(),
-        Inbound::Worker(WorkerMessage::Ready {
-            service: "echo".into(),
-        }),
-    );
+    ready(&mut c, t0, "W1", "echo");
     request(&mut c, t0, "C1", "echo", b"x");
     let out = effects(&mut c, t0);
     assert!(
@@ -187,11 +187,7 @@ fn replies_wait_while_the_active_is_unsure_of_its_peer() {
     // ...until the peer's news makes us sure again.
     c.peer_message(late, Ok(heartbeat(BStarState::Passive, 1, 3, beat)));
     c.tick(late);
-    let beat = effects(&mut c, late).into_iter().find_map(|e| match e {
-        Effect::ToPeer(PeerMessage::Heartbeat(hb)) => Some(hb.beat),
-        _ => None,
-    });
-    let beat = beat.expect("a heartbeat is due");
+    let beat = sent_beat(effects(&mut c, late)).expect("a heartbeat is due");
     c.peer_message(late, Ok(heartbeat(BStarState::Passive, 1, 4, beat)));
     let out = effects(&mut c, late);
     assert!(

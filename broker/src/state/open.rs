@@ -111,10 +111,15 @@ pub fn open(
         }),
         loaded.write_ids,
     );
-    let from = loaded.last_seq.saturating_sub(TAIL_AT_START);
-    let tail = store
-        .changes_after(from, TAIL_AT_START as usize)?
-        .unwrap_or_default();
+    // Without a change log there is no tail to read back.
+    let tail = if LOG_KEEP == 0 {
+        Vec::new()
+    } else {
+        let from = loaded.last_seq.saturating_sub(TAIL_AT_START);
+        store
+            .changes_after(from, TAIL_AT_START as usize)?
+            .unwrap_or_default()
+    };
     info!(
         dir = %dir.display(),
         seq = loaded.last_seq,

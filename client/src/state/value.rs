@@ -81,6 +81,16 @@ impl Value {
         Value::Bytes(text.into().into_bytes())
     }
 
+    /// A dict of text keys: `Value::dict([("on", Value::Int(1))])`.
+    pub fn dict<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
+        Value::Dict(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v))
+                .collect(),
+        )
+    }
+
     /// The integer, if this is one.
     pub fn as_int(&self) -> Option<i64> {
         match self {
@@ -183,12 +193,7 @@ mod tests {
     use super::*;
 
     fn dict(pairs: &[(&str, Value)]) -> Value {
-        Value::Dict(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
-                .collect(),
-        )
+        Value::dict(pairs.iter().cloned())
     }
 
     #[test]

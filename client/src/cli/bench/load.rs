@@ -70,6 +70,25 @@ struct Schedule {
     drain_end: Instant,
 }
 
+impl Schedule {
+    /// Waits for replies on `socket` until the next moment of the schedule (at most 100 ms,
+    /// so the caller looks at the clock again); true if some are ready.
+    fn poll_replies(&self, socket: &zmq::Socket, now: Instant, sending: bool) -> zmq::Result<bool> {
+        let wake = if now < self.measure_start {
+            self.measure_start
+        } else if sending {
+            self.measure_end
+        } else {
+            self.drain_end
+        };
+        let wait = wake
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(100));
+        let mut items = [socket.as_poll_item(zmq::POLLIN)];
+        Ok(zmq::poll(&mut items, wait.as_millis().max(1) as i64)? > 0)
+    }
+}
+
 /// What one client thread counted.
 #[derive(Debug, Default)]
 struct ClientTally {
@@ -216,18 +235,7 @@ fn client_loop(
                 }
             }
         }
-        let wake = if now < schedule.measure_start {
-            schedule.measure_start
-        } else if sending {
-            schedule.measure_end
-        } else {
-            schedule.drain_end
-        };
-        let wait = wake
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(100));
-        let mut items = [socket.as_poll_item(zmq::POLLIN)];
-        if zmq::poll(&mut items, wait.as_millis().max(1) as i64)? == 0 {
+        if !schedule.poll_replies(socket, now, sending)? {
             continue;
         }
         while let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) {

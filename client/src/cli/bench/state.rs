@@ -212,11 +212,7 @@ pub fn run(args: &StateArgs) -> anyhow::Result<Outcome> {
     } else {
         report.print();
     }
-    Ok(if report.clean() {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
+    Ok(super::outcome(report.clean()))
 }
 
 /// One measured phase of `exchanges` against the active, metered.

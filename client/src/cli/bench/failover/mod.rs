@@ -247,11 +247,7 @@ pub fn run(args: &FailoverArgs) -> anyhow::Result<Outcome> {
     } else {
         report.print();
     }
-    Ok(if report.clean() {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
+    Ok(super::outcome(report.clean()))
 }
 
 /// A standalone broker with as many workers as the pair has, to compare throughput with;

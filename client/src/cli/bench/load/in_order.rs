@@ -161,18 +161,7 @@ fn in_order_loop<E: InOrder>(
                 }
             }
         }
-        let wake = if now < schedule.measure_start {
-            schedule.measure_start
-        } else if sending {
-            schedule.measure_end
-        } else {
-            schedule.drain_end
-        };
-        let wait = wake
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(100));
-        let mut items = [socket.as_poll_item(zmq::POLLIN)];
-        if zmq::poll(&mut items, wait.as_millis().max(1) as i64)? == 0 {
+        if !schedule.poll_replies(socket, now, sending)? {
             continue;
         }
         while let Ok(reply) = socket.recv_multipart(zmq::DONTWAIT) {

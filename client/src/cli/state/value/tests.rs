@@ -4,12 +4,7 @@ use super::*;
 use serde_json::json;
 
 fn dict(pairs: &[(&str, Value)]) -> Value {
-    Value::Dict(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
-            .collect(),
-    )
+    Value::dict(pairs.iter().cloned())
 }
 
 #[test]
