@@ -4,8 +4,9 @@
 #
 #   - g++, make, pkg-config: the zmq crate builds its own libzmq;
 #   - cargo-nextest: the test runner;
-#   - systemd (systemd-analyze verify), prometheus (promtool and the server the live test
-#     scrapes the pair with), lintian and dpkg-dev, cargo-deb: the ops files' own checkers;
+#   - the ops files' own checkers: systemd (systemd-analyze verify), strace (what the units'
+#     sandbox must allow), prometheus (promtool, and the server the live test scrapes the
+#     pair with), lintian, dpkg-dev and cargo-deb (the package);
 #   - pyzmq: the Python worker in docs/examples that a test runs.
 #
 # Debian packages need root: run as root, or as a user who may use sudo.
@@ -23,6 +24,7 @@ need_cmd pkg-config pkg-config
 need_cmd systemd-analyze systemd
 need_cmd promtool prometheus
 need_cmd lintian lintian
+need_cmd strace strace
 need_cmd dpkg-shlibdeps dpkg-dev
 need_cmd python3 python3
 if [ -n "$apt_need" ]; then
