@@ -39,8 +39,15 @@ pub struct BrokerConfig {
     pub max_frame_size: usize,
     /// Most frames in one message.
     pub max_frames: usize,
-    /// Most requests one service may hold waiting.
-    pub max_queue: usize,
+    /// Most requests one service may hold waiting for a worker; more are dropped
+    /// (`hearth_dropped_messages_total{reason="service_queue_full"}`). `max_queue` is the
+    /// older name of this key.
+    #[serde(alias = "max_queue")]
+    pub max_waiting_per_service: usize,
+    /// Most requests waiting in all for services that have no worker (names nobody serves,
+    /// services whose workers are gone); more are dropped
+    /// (`hearth_dropped_messages_total{reason="queue_full"}`).
+    pub max_waiting: usize,
     /// Endpoint this broker binds for its Binary Star peer (primary/backup only).
     pub peer_bind: Option<String>,
     /// The peer's endpoint to connect to (primary/backup only).
@@ -70,7 +77,8 @@ impl Default for BrokerConfig {
             request_expiry: Duration::from_secs(30),
             max_frame_size: 1024 * 1024,
             max_frames: 64,
-            max_queue: 100_000,
+            max_waiting_per_service: 1000,
+            max_waiting: 1000,
             peer_bind: None,
             peer_connect: None,
             peer_heartbeat: Duration::from_millis(1000),
@@ -137,9 +145,14 @@ pub struct BrokerArgs {
     /// Most frames in one message [default: 64].
     #[arg(long, value_name = "N")]
     pub max_frames: Option<usize>,
-    /// Most requests waiting per service [default: 100000].
+    /// Most requests one service holds waiting for a worker; more are dropped and counted
+    /// [default: 1000].
+    #[arg(long, value_name = "N", alias = "max-queue")]
+    pub max_waiting_per_service: Option<usize>,
+    /// Most requests waiting in all for services with no worker; more are dropped and
+    /// counted [default: 1000].
     #[arg(long, value_name = "N")]
-    pub max_queue: Option<usize>,
+    pub max_waiting: Option<usize>,
     /// Endpoint to bind for the Binary Star peer.
     #[arg(long, value_name = "ENDPOINT")]
     pub peer_bind: Option<String>,
@@ -204,7 +217,8 @@ impl BrokerConfig {
             request_expiry,
             max_frame_size,
             max_frames,
-            max_queue,
+            max_waiting_per_service,
+            max_waiting,
             peer_heartbeat
         );
         take_opt!(metrics, peer_bind, peer_connect, publish, data_dir);
@@ -232,8 +246,8 @@ impl BrokerConfig {
         if self.max_frame_size == 0 || self.max_frames < 4 {
             return invalid("max_frame_size must be at least 1 and max_frames at least 4");
         }
-        if self.max_queue == 0 {
-            return invalid("max_queue must be at least 1");
+        if self.max_waiting_per_service == 0 || self.max_waiting == 0 {
+            return invalid("max_waiting_per_service and max_waiting must be at least 1");
         }
         match (self.role, &self.peer_bind, &self.peer_connect) {
             (Role::Standalone, None, None) => {}
@@ -282,6 +296,31 @@ mod tests {
         assert_eq!(config.liveness, 5);
         assert_eq!(config.request_expiry, Duration::from_secs(120));
         assert_eq!(config.metrics, Some("127.0.0.1:9000".parse().unwrap()));
+    }
+
+    #[test]
+    fn waiting_caps_from_file_and_flags() {
+        let config =
+            BrokerConfig::from_toml("max_waiting_per_service = 10\nmax_waiting = 20\n").unwrap();
+        assert_eq!(
+            (config.max_waiting_per_service, config.max_waiting),
+            (10, 20)
+        );
+        // The older key still reads.
+        let config = BrokerConfig::from_toml("max_queue = 7\n").unwrap();
+        assert_eq!(config.max_waiting_per_service, 7);
+        let args = BrokerArgs::try_parse_from([
+            "hearth-broker",
+            "--max-waiting-per-service",
+            "3",
+            "--max-waiting",
+            "4",
+        ])
+        .unwrap();
+        let config = BrokerConfig::from_args(args).unwrap();
+        assert_eq!((config.max_waiting_per_service, config.max_waiting), (3, 4));
+        let zero = BrokerArgs::try_parse_from(["hearth-broker", "--max-waiting", "0"]).unwrap();
+        assert!(BrokerConfig::from_args(zero).is_err());
     }
 
     #[test]

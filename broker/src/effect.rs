@@ -34,6 +34,9 @@ pub enum Effect {
     Persist(Persist),
     /// Publish a committed change on the change feed.
     Publish(FeedUpdate),
+    /// Much was just freed (the services of a flood of invented names): ask the allocator
+    /// to give free memory back to the system, so the broker's RSS returns.
+    ReleaseMemory,
 }
 
 /// One round's writes for the store.

@@ -3,12 +3,14 @@
 //!
 //! It runs on its own thread with a single-threaded tokio runtime and never touches the
 //! reactor's sockets: it reads the [`Registry`] and the [`StatusBoard`] the reactor refreshes.
+//! While the board is stale (see [`crate::board`]) it says so: `/status` shows the state as
+//! `unknown` (with `stale`, `stale_reason` and `last_state`), `/healthz` answers 503, and
+//! `/metrics` exports `hearth_bstar_state` 0 for every state and `hearth_status_stale 1`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -18,8 +20,8 @@ use axum::Router;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tracing::warn;
 
+use crate::board::StatusBoard;
 use crate::core::ConflictRecord;
-use crate::reactor::StatusBoard;
 use crate::state::store::Store;
 
 /// A running HTTP server; stopped by [`HttpServer::stop`] or on drop.
@@ -33,9 +35,6 @@ pub struct HttpServer {
 struct AppState {
     registry: Registry,
     board: StatusBoard,
-    started: Instant,
-    /// The reactor is considered stalled when it has not gone round its loop for this long.
-    stall_after: Duration,
     /// The state store, for `/conflicts` (none without a data dir).
     store: Option<Arc<Store>>,
 }
@@ -46,10 +45,6 @@ pub struct HttpSources {
     pub registry: Registry,
     /// The status board.
     pub board: StatusBoard,
-    /// When the broker started.
-    pub started: Instant,
-    /// When the reactor counts as stalled.
-    pub stall_after: Duration,
     /// The state store, if there is a data dir.
     pub store: Option<Arc<Store>>,
 }
@@ -67,8 +62,6 @@ impl HttpServer {
         let state = AppState {
             registry: sources.registry,
             board: sources.board,
-            started: sources.started,
-            stall_after: sources.stall_after,
             store: sources.store,
         };
         let app = Router::new()
@@ -138,27 +131,38 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    let last = Duration::from_millis(state.board.last_loop_ms.load(Ordering::Relaxed));
-    let since = state.started.elapsed().saturating_sub(last);
-    if since > state.stall_after {
-        (
+    match state.board.freshness(Instant::now()).stale {
+        Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("reactor stalled for {since:?}\n"),
+            format!("stale: {}\n", why.describe()),
         )
-            .into_response()
-    } else {
-        (StatusCode::OK, "ok\n").into_response()
+            .into_response(),
+        None => (StatusCode::OK, "ok\n").into_response(),
     }
 }
 
 async fn status(State(state): State<AppState>) -> Response {
-    let status = match state.board.status.lock() {
-        Ok(s) => s.clone(),
-        Err(_) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "status unavailable\n").into_response()
-        }
+    let Some(view) = state.board.view(Instant::now()) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "status unavailable\n").into_response();
     };
-    axum::Json(status).into_response()
+    let mut json = match serde_json::to_value(&view.status) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return (StatusCode::INTERNAL_SERVER_ERROR, "status unavailable\n").into_response(),
+    };
+    let freshness = view.freshness;
+    json.insert("stale".into(), freshness.stale.is_some().into());
+    json.insert(
+        "board_age_ms".into(),
+        (freshness.age.as_millis() as u64).into(),
+    );
+    if let Some(why) = freshness.stale {
+        // A stale board vouches for no Binary Star state: `unknown` is none of the four,
+        // so nothing that looks for `active` (or `passive`) finds it.
+        json.insert("last_state".into(), view.status.state.as_str().into());
+        json.insert("state".into(), "unknown".into());
+        json.insert("stale_reason".into(), why.describe().into());
+    }
+    axum::Json(serde_json::Value::Object(json)).into_response()
 }
 
 /// One conflict record as `/conflicts` shows it.

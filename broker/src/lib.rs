@@ -3,12 +3,14 @@
 //! The pieces, from the wire inwards:
 //! * [`reactor`]: the one thread that owns the sockets and polls them;
 //! * [`dispatch`]: the broker's rules as a pure state machine (no sockets, no clock);
-//! * [`metrics`] and [`http`]: Prometheus metrics, `/healthz` and `/status`;
+//! * [`metrics`] and [`http`]: Prometheus metrics, `/healthz` and `/status`, read from the
+//!   [`board`] the reactor publishes;
 //! * [`config`]: defaults, TOML file and flags.
 //!
 //! [`spawn`] starts a broker on background threads and returns a [`BrokerHandle`]; the
 //! `hearth-broker` binary is a thin shell around it, and tests start brokers the same way.
 
+pub mod board;
 pub mod bstar;
 pub mod config;
 pub mod core;
@@ -25,12 +27,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hearth_proto::status::BrokerStatus;
 use hearth_proto::Limits;
 use prometheus::Registry;
 
+use board::StatusBoard;
 use bstar::PairRole;
 pub use config::{BrokerArgs, BrokerConfig, Role};
 use core::{Core, CoreParts, Identification, PairSide};
@@ -39,7 +42,7 @@ use http::HttpServer;
 use metrics::Metrics;
 use pair::Pair;
 use peer_link::PeerLink;
-use reactor::{Reactor, StatusBoard};
+use reactor::Reactor;
 
 /// Why a broker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +140,7 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         .map_err(zmq_err("connect control"))?;
 
     let registry = Registry::new();
-    let metrics = Metrics::new(&registry)?;
+    let metrics = Metrics::new(&registry, config.role)?;
     let broker_id = NEXT_BROKER.fetch_add(1, Ordering::Relaxed);
     // The state model first: a long load must not look like a stall to the pair driver,
     // which starts its clock only afterwards.
@@ -167,12 +170,13 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         }
         None => (None, None),
     };
-    let board = StatusBoard::default();
+    let board = metrics.board().clone();
     let dispatch_config = DispatchConfig {
         heartbeat: config.heartbeat,
         liveness: config.liveness,
         request_expiry: config.request_expiry,
-        max_queue: config.max_queue,
+        max_waiting_per_service: config.max_waiting_per_service,
+        max_waiting: config.max_waiting,
         ..DispatchConfig::default()
     };
     let dispatcher = Dispatcher::new(dispatch_config, metrics.clone(), started);
@@ -191,20 +195,25 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         peer_heartbeat: config.peer_heartbeat,
         force_active: config.force_active,
     });
-    if let Ok(mut status) = board.status.lock() {
-        *status = core.status(started);
-    }
+    // A frozen active's peer takes over no sooner than two peer heartbeats after the
+    // active's last one, which the reactor, due at least once a heartbeat, sent no sooner
+    // than one heartbeat before its deadline: stale well before that.
+    let stale_after = match config.role {
+        Role::Standalone => board::STALE_AFTER,
+        Role::Primary | Role::Backup => board::STALE_AFTER.min(config.peer_heartbeat / 2),
+    };
+    board.set_stale_after(stale_after);
+    board.publish(core.status(started));
+    let now = Instant::now();
+    board.confirm(now, now, core.sure_until(now));
 
     let http = match config.metrics {
         Some(addr) => {
-            let stall_after = config.heartbeat * 3 + Duration::from_secs(1);
             let server = HttpServer::start(
                 addr,
                 http::HttpSources {
                     registry: registry.clone(),
                     board: board.clone(),
-                    started,
-                    stall_after,
                     store: opened_store.clone(),
                 },
             )
@@ -313,13 +322,15 @@ impl BrokerHandle {
         &self.registry
     }
 
-    /// The status as last published by the reactor (refreshed within ~100 ms of a change).
+    /// The status as last published by the reactor (at once on a change of Binary Star
+    /// state, within ~100 ms of any other change), whatever its freshness.
     pub fn status(&self) -> BrokerStatus {
-        self.board
-            .status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.board.status()
+    }
+
+    /// The status board, with its freshness (see [`board`]).
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
     }
 
     /// Whether the reactor thread is still running.

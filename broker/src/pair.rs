@@ -72,6 +72,9 @@ pub struct Pair<T> {
     sent: VecDeque<(u64, Instant)>,
     /// When the latest beat the peer acknowledged was sent.
     acked_at: Option<Instant>,
+    /// When the first beat after a gap in our own beats long enough for the peer to have
+    /// expired us was sent (see [`Pair::sure_until`]).
+    resumed_beats_at: Option<Instant>,
     heard_beat: u64,
     held: VecDeque<T>,
     /// Since when this broker has been running without a stall.
@@ -144,6 +147,7 @@ impl<T> Pair<T> {
             beat: first_beat,
             sent: VecDeque::with_capacity(SENT_KEPT),
             acked_at: None,
+            resumed_beats_at: None,
             heard_beat: 0,
             held: VecDeque::new(),
             listening_since: now,
@@ -413,6 +417,14 @@ impl<T> Pair<T> {
         if now >= self.next_heartbeat {
             self.beat += 1;
             self.next_heartbeat = now + self.heartbeat;
+            let lease = self.heartbeat * 2 - safety_margin(self.heartbeat);
+            if self
+                .sent
+                .back()
+                .is_none_or(|&(_, last)| now >= last + lease)
+            {
+                self.resumed_beats_at = Some(now);
+            }
             if self.sent.len() == SENT_KEPT {
                 self.sent.pop_front();
             }
@@ -492,3 +504,6 @@ impl<T> Pair<T> {
 #[cfg(test)]
 #[path = "pair_tests.rs"]
 mod tests;
+
+#[path = "pair_claim.rs"]
+mod claim;

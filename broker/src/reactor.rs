@@ -7,18 +7,22 @@
 //! replaced before it could answer), then drains the frontend, handing each message to the
 //! [`Core`] and carrying out the [`Effect`]s that come back, and ends the round with
 //! [`Core::end_round`].
+//!
+//! The status board the HTTP side reads is published at once when the Binary Star state
+//! (or whether the broker is sure of it) changes, else at most every `STATUS_REFRESH`
+//! while anything changes; each time round the loop the reactor confirms it, saying when it
+//! will look again at the latest (see [`StatusBoard`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hearth_proto::peer::PeerMessage;
-use hearth_proto::status::BrokerStatus;
+use hearth_proto::status::BStarState;
 use hearth_proto::{Inbound, Limits};
 use tracing::{debug, info, warn};
 
+use crate::board::StatusBoard;
 use crate::core::{Core, Effect};
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 use crate::peer_link::PeerLink;
 use crate::state::open::unix_ms;
 use crate::state::store::Store;
@@ -30,15 +34,6 @@ use crate::{zmq_err, BrokerError};
 const MAX_BATCH: usize = 1024;
 /// How often, at most, the status board is refreshed while messages flow.
 const STATUS_REFRESH: Duration = Duration::from_millis(100);
-
-/// What the HTTP side reads: the latest status and when the reactor last went round its loop.
-#[derive(Clone, Default)]
-pub struct StatusBoard {
-    /// The status as of the last refresh.
-    pub status: Arc<Mutex<BrokerStatus>>,
-    /// Milliseconds since `started` at the reactor's last loop.
-    pub last_loop_ms: Arc<AtomicU64>,
-}
 
 /// The reactor's sockets and the core they feed.
 pub struct Reactor {
@@ -104,6 +99,7 @@ impl Reactor {
     pub fn run(mut self) -> Result<(), BrokerError> {
         let mut out = Vec::with_capacity(64);
         let mut last_publish = self.started;
+        let mut published = Published::default();
         let mut dirty = true;
         loop {
             let now = Instant::now();
@@ -111,6 +107,7 @@ impl Reactor {
             if dirty {
                 deadline = deadline.min(last_publish + STATUS_REFRESH);
             }
+            self.board.confirm(now, deadline, self.core.sure_until(now));
             let timeout = deadline.saturating_duration_since(now);
             // Round up so the loop never spins on a deadline a fraction of a millisecond away.
             let timeout_ms = timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
@@ -137,13 +134,16 @@ impl Reactor {
             self.core.end_round(now);
             // Ticks expire workers and requests, which the status board must show too.
             dirty |= self.send_all(now, &mut out);
-            if dirty && now >= last_publish + STATUS_REFRESH {
+            let current = Published {
+                state: Some(self.core.state()),
+                unsure: self.core.sure_until(now).is_some_and(|until| until <= now),
+            };
+            if current != published || (dirty && now >= last_publish + STATUS_REFRESH) {
                 self.publish_status(now);
                 last_publish = now;
+                published = current;
                 dirty = false;
             }
-            let loop_ms = now.saturating_duration_since(self.started).as_millis() as u64;
-            self.board.last_loop_ms.store(loop_ms, Ordering::Relaxed);
         }
         info!(
             "broker stopping: sending DISCONNECT to {} workers",
@@ -289,6 +289,10 @@ impl Reactor {
                         }
                         continue;
                     }
+                    Effect::ReleaseMemory => {
+                        release_memory();
+                        continue;
+                    }
                     Effect::Publish(update) => {
                         if let Some(feed) = &self.feed {
                             // PUB never blocks; a subscriber over its queue misses this one
@@ -303,17 +307,11 @@ impl Reactor {
                     Err(zmq::Error::EHOSTUNREACH) => self.core.unreachable(effect),
                     Err(zmq::Error::EAGAIN) => {
                         debug!("peer's queue is full; message dropped");
-                        self.metrics
-                            .dropped
-                            .with_label_values(&["peer_queue_full"])
-                            .inc();
+                        self.metrics.dropped(DropReason::PeerQueueFull, 1);
                     }
                     Err(e) => {
                         warn!(error = %e, "frontend send failed");
-                        self.metrics
-                            .dropped
-                            .with_label_values(&["send_failed"])
-                            .inc();
+                        self.metrics.dropped(DropReason::SendFailed, 1);
                     }
                 }
             }
@@ -321,11 +319,16 @@ impl Reactor {
     }
 
     fn publish_status(&self, now: Instant) {
-        let status = self.core.status(now);
-        if let Ok(mut board) = self.board.status.lock() {
-            *board = status;
-        }
+        self.board.publish(self.core.status(now));
     }
+}
+
+/// What the status board showed of the Binary Star side when last published: a change of
+/// either is published at once.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Published {
+    state: Option<BStarState>,
+    unsure: bool,
 }
 
 /// Which sockets a poll found readable.
@@ -335,6 +338,16 @@ struct Ready {
     control: bool,
     flushed: bool,
     peer: bool,
+}
+
+/// Asks the allocator to give free memory back to the system (glibc keeps what was freed
+/// in its arenas, the reactor's and libzmq's I/O thread's, until asked).
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim(3) only returns free heap pages to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Sends one message to `to` through the ROUTER, without blocking.

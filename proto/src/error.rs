@@ -59,25 +59,67 @@ pub enum DecodeError {
     TrailingFrames { command: &'static str },
 }
 
+crate::label_enum! {
+    /// Why a frontend message was dropped as malformed: the `reason` label of
+    /// `hearth_malformed_messages_total`, one value per [`DecodeError`] variant.
+    pub enum MalformedReason {
+        /// [`DecodeError::Empty`].
+        Empty => "empty",
+        /// [`DecodeError::TooManyFrames`].
+        TooManyFrames => "too_many_frames",
+        /// [`DecodeError::FrameTooLarge`].
+        FrameTooLarge => "frame_too_large",
+        /// [`DecodeError::MissingDelimiter`].
+        MissingDelimiter => "missing_delimiter",
+        /// [`DecodeError::MissingHeader`].
+        MissingHeader => "missing_header",
+        /// [`DecodeError::WrongHeader`].
+        WrongHeader => "wrong_header",
+        /// [`DecodeError::MissingCommand`].
+        MissingCommand => "missing_command",
+        /// [`DecodeError::UnknownCommand`].
+        UnknownCommand => "unknown_command",
+        /// [`DecodeError::MissingService`].
+        MissingService => "missing_service",
+        /// [`DecodeError::InvalidServiceName`].
+        InvalidServiceName => "invalid_service_name",
+        /// [`DecodeError::MissingBody`].
+        MissingBody => "missing_body",
+        /// [`DecodeError::ReadyWithoutService`].
+        ReadyWithoutService => "ready_without_service",
+        /// [`DecodeError::MissingClientAddress`].
+        MissingClientAddress => "missing_client_address",
+        /// [`DecodeError::MissingEnvelopeDelimiter`].
+        MissingEnvelopeDelimiter => "missing_envelope_delimiter",
+        /// [`DecodeError::TrailingFrames`].
+        TrailingFrames => "trailing_frames",
+    }
+}
+
 impl DecodeError {
+    /// Which shape of malformed message this is, for `hearth_malformed_messages_total{reason}`.
+    pub fn kind(&self) -> MalformedReason {
+        match self {
+            DecodeError::Empty => MalformedReason::Empty,
+            DecodeError::TooManyFrames { .. } => MalformedReason::TooManyFrames,
+            DecodeError::FrameTooLarge { .. } => MalformedReason::FrameTooLarge,
+            DecodeError::MissingDelimiter => MalformedReason::MissingDelimiter,
+            DecodeError::MissingHeader => MalformedReason::MissingHeader,
+            DecodeError::WrongHeader => MalformedReason::WrongHeader,
+            DecodeError::MissingCommand => MalformedReason::MissingCommand,
+            DecodeError::UnknownCommand(_) => MalformedReason::UnknownCommand,
+            DecodeError::MissingService => MalformedReason::MissingService,
+            DecodeError::InvalidServiceName => MalformedReason::InvalidServiceName,
+            DecodeError::MissingBody => MalformedReason::MissingBody,
+            DecodeError::ReadyWithoutService => MalformedReason::ReadyWithoutService,
+            DecodeError::MissingClientAddress => MalformedReason::MissingClientAddress,
+            DecodeError::MissingEnvelopeDelimiter => MalformedReason::MissingEnvelopeDelimiter,
+            DecodeError::TrailingFrames { .. } => MalformedReason::TrailingFrames,
+        }
+    }
+
     /// A short, stable label for metrics (`hearth_malformed_messages_total{reason}`).
     pub fn reason(&self) -> &'static str {
-        match self {
-            DecodeError::Empty => "empty",
-            DecodeError::TooManyFrames { .. } => "too_many_frames",
-            DecodeError::FrameTooLarge { .. } => "frame_too_large",
-            DecodeError::MissingDelimiter => "missing_delimiter",
-            DecodeError::MissingHeader => "missing_header",
-            DecodeError::WrongHeader => "wrong_header",
-            DecodeError::MissingCommand => "missing_command",
-            DecodeError::UnknownCommand(_) => "unknown_command",
-            DecodeError::MissingService => "missing_service",
-            DecodeError::InvalidServiceName => "invalid_service_name",
-            DecodeError::MissingBody => "missing_body",
-            DecodeError::ReadyWithoutService => "ready_without_service",
-            DecodeError::MissingClientAddress => "missing_client_address",
-            DecodeError::MissingEnvelopeDelimiter => "missing_envelope_delimiter",
-            DecodeError::TrailingFrames { .. } => "trailing_frames",
-        }
+        self.kind().as_str()
     }
 }

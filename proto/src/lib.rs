@@ -8,6 +8,7 @@
 //! * [`peer`]: the Binary Star peer link between the two brokers of a pair.
 //! * [`repl`]: the state model's replication between the brokers of a pair.
 //! * [`state`]: the state model's change records and the change feed.
+//! * [`label`]: metric label values as enums ([`label_enum!`]), one list per label.
 //! * [`status`]: the broker's status record, served over ZeroMQ (Bencode, by the built-in
 //!   `hearth.status` service) and over HTTP (JSON, at `/status`).
 //!
@@ -15,6 +16,7 @@
 //! socket the routing id frame is the socket's business and is not part of these messages.
 
 pub mod error;
+pub mod label;
 pub mod mdp;
 pub mod mmi;
 pub mod peer;
@@ -22,7 +24,7 @@ pub mod repl;
 pub mod state;
 pub mod status;
 
-pub use error::DecodeError;
+pub use error::{DecodeError, MalformedReason};
 pub use mdp::{ClientMessage, Inbound, Limits, WorkerCommand, WorkerMessage};
 
 /// One frame of a ZeroMQ multipart message.

@@ -104,16 +104,39 @@ pub enum PeerDecodeError {
     UnknownState(String),
 }
 
+crate::label_enum! {
+    /// Why a peer-link message was dropped as malformed: the `reason` label of
+    /// `hearth_malformed_messages_total` (prefixed `peer_`), one value per
+    /// [`PeerDecodeError`] variant.
+    pub enum PeerMalformedReason {
+        /// [`PeerDecodeError::WrongHeader`].
+        WrongHeader => "peer_wrong_header",
+        /// [`PeerDecodeError::UnknownKind`].
+        UnknownKind => "peer_unknown_kind",
+        /// [`PeerDecodeError::BadBody`].
+        BadBody => "peer_bad_body",
+        /// [`PeerDecodeError::TrailingFrames`].
+        TrailingFrames => "peer_trailing_frames",
+        /// [`PeerDecodeError::UnknownState`].
+        UnknownState => "peer_bad_state",
+    }
+}
+
 impl PeerDecodeError {
+    /// Which kind of unusable message this is, for `hearth_malformed_messages_total{reason}`.
+    pub fn kind(&self) -> PeerMalformedReason {
+        match self {
+            PeerDecodeError::WrongHeader => PeerMalformedReason::WrongHeader,
+            PeerDecodeError::UnknownKind => PeerMalformedReason::UnknownKind,
+            PeerDecodeError::BadBody(_) => PeerMalformedReason::BadBody,
+            PeerDecodeError::TrailingFrames => PeerMalformedReason::TrailingFrames,
+            PeerDecodeError::UnknownState(_) => PeerMalformedReason::UnknownState,
+        }
+    }
+
     /// A short, stable label for `hearth_malformed_messages_total{reason}`.
     pub fn reason(&self) -> &'static str {
-        match self {
-            PeerDecodeError::WrongHeader => "peer_wrong_header",
-            PeerDecodeError::UnknownKind => "peer_unknown_kind",
-            PeerDecodeError::BadBody(_) => "peer_bad_body",
-            PeerDecodeError::TrailingFrames => "peer_trailing_frames",
-            PeerDecodeError::UnknownState(_) => "peer_bad_state",
-        }
+        self.kind().as_str()
     }
 }
 

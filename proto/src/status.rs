@@ -130,6 +130,12 @@ pub struct BrokerStatus {
     /// behind its peer's (the restart rule). Absent when it may.
     #[serde(default)]
     pub waiting_for_peer: Option<String>,
+    /// Whether the pair counts the two state models in sync (*paired*): the active counts
+    /// its passive in sync, or the passive heard so in the active's last heartbeat. A
+    /// passive takes over from a silent active only then (the restart rule). False when
+    /// standalone.
+    #[serde(default)]
+    pub paired: bool,
 }
 
 /// The Binary Star peer as one broker sees it.
@@ -204,6 +210,7 @@ mod tests {
             state_keys: 4,
             state_lag: 2,
             waiting_for_peer: Some("restarted while its peer may have gone on".into()),
+            paired: true,
         };
         let bytes = status.to_bencode();
         assert!(bytes.starts_with(b"d"));

@@ -122,6 +122,15 @@ impl Core {
         self.pair.as_ref().is_none_or(|p| p.serving(now))
     }
 
+    /// Until when the broker may claim its Binary Star state `active`: past already when it
+    /// is active but unsure that its peer has not replaced it (it serves nothing then, as
+    /// right after a freeze until the peer's news arrives); None when there is no limit (a
+    /// standalone broker, a broker not active, or one serving on its peer's expiry). The
+    /// status board claims no state beyond it.
+    pub fn sure_until(&self, now: Instant) -> Option<Instant> {
+        self.pair.as_ref().and_then(|p| p.sure_until(now))
+    }
+
     /// Feeds a clock reading to the stall detector; after a stall the dispatcher pauses
     /// before anything else is handled.
     pub fn observe(&mut self, now: Instant) {

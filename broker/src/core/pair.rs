@@ -13,6 +13,7 @@ use super::Core;
 use crate::bstar::{PairRole, Verdict};
 use crate::dispatch::Mode;
 use crate::effect::{Effect, Identity};
+use crate::metrics::DropReason;
 use crate::pair::{Activation, Gate, Pair};
 use crate::peer_link::LinkEvent;
 
@@ -52,6 +53,11 @@ impl PairSide {
     /// The current Binary Star state.
     pub fn state(&self) -> BStarState {
         self.pair.state()
+    }
+
+    /// Until when this broker may claim to be active (see [`Pair::sure_until`]).
+    pub fn sure_until(&self, now: Instant) -> Option<Instant> {
+        self.pair.sure_until(now)
     }
 
     /// Whether replies may go out (see [`Pair::serving`]).
@@ -171,10 +177,7 @@ impl Core {
             }
             Ok(msg) => self.replication_message(now, msg),
             Err(e) => {
-                self.metrics
-                    .malformed
-                    .with_label_values(&[e.reason()])
-                    .inc();
+                self.metrics.peer_malformed(&e);
                 warn!(error = %e, "dropping malformed peer message");
             }
         }
@@ -198,7 +201,7 @@ impl Core {
             }
             Ok(_) => side.logged_fault = false,
             Err(fault) => {
-                metrics.dropped.with_label_values(&["peer_fault"]).inc();
+                metrics.dropped(DropReason::PeerFault, 1);
                 if !std::mem::replace(&mut side.logged_fault, true) {
                     error!(%fault, "Binary Star fault");
                 }
@@ -222,11 +225,7 @@ impl Core {
                 self.serve(now, r.client, r.msg);
             }
             Gate::Held => {}
-            Gate::Refuse(_) => self
-                .metrics
-                .dropped
-                .with_label_values(&["not_active"])
-                .inc(),
+            Gate::Refuse(_) => self.metrics.dropped(DropReason::NotActive, 1),
         }
         self.settle(now);
     }
@@ -303,12 +302,7 @@ impl Core {
         };
         let released = side.pair.take_released();
         let dropped = side.pair.take_dropped().len() as u64;
-        if dropped > 0 {
-            metrics
-                .dropped
-                .with_label_values(&["peer_serving"])
-                .inc_by(dropped);
-        }
+        metrics.dropped(DropReason::PeerServing, dropped);
         self.state.write_term(term);
         if let Some(from) = changed {
             self.state_changed(from, state, now);

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::{Core, Effect};
+use crate::metrics::{CatchupKind, DropReason};
 use crate::state::restart::{DataPoint, Gate, PeerNews, Standing};
 use crate::state::store::StoredEntry;
 use crate::state::{Entry, StateModel};
@@ -263,10 +264,7 @@ impl Core {
         let from = down.sent_upto + 1;
         let tail_start = self.state.tail.front().map(|c| c.seq);
         if tail_start.is_none_or(|first| first > from) {
-            self.metrics
-                .state_catchups
-                .with_label_values(&["snapshot"])
-                .inc();
+            self.metrics.state_catchup(CatchupKind::Snapshot);
             self.send_snapshot(down.sent_upto);
             return;
         }
@@ -275,10 +273,7 @@ impl Core {
         }
         if !self.is_active() || from + 1 < ours {
             // Not the round's own changes: a catch-up.
-            self.metrics
-                .state_catchups
-                .with_label_values(&["tail"])
-                .inc();
+            self.metrics.state_catchup(CatchupKind::Tail);
         }
         let start = self.state.tail.partition_point(|c| c.seq < from);
         let mut batch = Vec::new();
@@ -361,10 +356,7 @@ impl Core {
     fn taking_replication(&self, now: Instant) -> bool {
         let taking = !self.is_active() && self.following(now);
         if !taking {
-            self.metrics
-                .dropped
-                .with_label_values(&["replication_not_following"])
-                .inc();
+            self.metrics.dropped(DropReason::ReplicationNotFollowing, 1);
         }
         taking
     }

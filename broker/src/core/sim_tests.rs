@@ -73,7 +73,8 @@ impl Node {
         };
         let mut pair = Pair::new(pair_role, HB, now, self.epoch);
         pair.restore_term(opened.term);
-        let metrics = Metrics::new(&Registry::new()).expect("metrics");
+        let metrics = Metrics::new(&Registry::new(), hearth_proto::status::Role::Standalone)
+            .expect("metrics");
         let dispatcher = Dispatcher::new(DispatchConfig::default(), metrics.clone(), now);
         let side = PairSide::new(pair, pair_role, self.epoch, "sim");
         let mut core = Core::new(CoreParts {

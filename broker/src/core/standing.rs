@@ -42,6 +42,16 @@ impl Core {
         self.is_active() && self.state.durably(Standing::Paired)
     }
 
+    /// Whether the pair counts the two state models in sync, as this broker knows it: the
+    /// active has durably counted its peer in sync, or the passive heard *paired* in the
+    /// active's last heartbeat (for `/status`).
+    pub(super) fn paired(&self) -> bool {
+        self.paired_durably()
+            || (!self.is_active()
+                && self.repl.paired_heard_at.is_some()
+                && self.repl.peer.is_some_and(|p| p.paired))
+    }
+
     /// What this broker's heartbeat, sent at `now`, says of its state model.
     pub(super) fn heartbeat_data(&mut self, now: Instant, hb: &mut PeerHeartbeat) {
         hb.state_seq = self.state.seq();

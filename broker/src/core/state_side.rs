@@ -21,8 +21,9 @@ use hearth_proto::ClientMessage;
 use tracing::{info, warn};
 
 use super::{Core, Effect, Identity, Persist};
+use crate::metrics::DropReason;
 use crate::state::model::put_entry;
-use crate::state::request::{parse_get, BadRequest};
+use crate::state::request::{parse_get, BadRequest, BadRequestReason};
 use crate::state::restart::Standing;
 use crate::state::store::Batch;
 use crate::state::value::put_uint;
@@ -274,12 +275,7 @@ impl Core {
                 };
                 outcome.map(|outcome| {
                     let seq = outcome.seq();
-                    let label = match &outcome {
-                        WriteOutcome::Applied { .. } => "applied",
-                        WriteOutcome::Repeat { .. } => "repeat",
-                        WriteOutcome::NoChange { .. } => "unchanged",
-                    };
-                    self.metrics.state_writes.with_label_values(&[label]).inc();
+                    self.metrics.state_write(outcome.kind());
                     if let WriteOutcome::Applied { changes, .. } = outcome {
                         for change in changes {
                             self.state.record(change);
@@ -290,9 +286,7 @@ impl Core {
             }
             _ => {
                 self.metrics
-                    .state_bad_requests
-                    .with_label_values(&["unknown_service"])
-                    .inc();
+                    .state_bad_request(BadRequestReason::UnknownService);
                 let text = format!(
                     "{service}: no such state service (state.get, state.set, state.del, state.snapshot)"
                 );
@@ -314,10 +308,7 @@ impl Core {
                 body: reply,
             }),
             Err(bad) => {
-                self.metrics
-                    .state_bad_requests
-                    .with_label_values(&[bad.reason()])
-                    .inc();
+                self.metrics.state_bad_request(bad.kind());
                 self.effects.push(Effect::ToClient {
                     client,
                     msg: ClientMessage {
@@ -495,10 +486,7 @@ impl Core {
                 dropped,
                 "stepping down: state replies not yet committed are dropped (clients retry)"
             );
-            self.metrics
-                .dropped
-                .with_label_values(&["not_active"])
-                .inc_by(dropped as u64);
+            self.metrics.dropped(DropReason::NotActive, dropped as u64);
             self.state.pending.clear();
         }
     }

@@ -26,6 +26,7 @@ impl Core {
             state_keys: self.state.model().len() as u64,
             state_lag: 0,
             waiting_for_peer: self.waiting_reason().map(str::to_owned),
+            paired: self.paired(),
         };
         if let Some(pair) = &self.pair {
             let alive = pair.peer_alive(now);

@@ -16,7 +16,7 @@ use crate::pair::Pair;
 const HB: Duration = Duration::from_millis(1000);
 
 fn core(role: Role, t0: Instant) -> Core {
-    let metrics = Metrics::new(&Registry::new()).unwrap();
+    let metrics = Metrics::new(&Registry::new(), hearth_proto::status::Role::Standalone).unwrap();
     let dispatcher = Dispatcher::new(DispatchConfig::default(), metrics.clone(), t0);
     let pair = match role {
         Role::Standalone => None,

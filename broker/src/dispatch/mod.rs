@@ -13,6 +13,10 @@
 //!   its service's queue;
 //! * a request waits as long as a worker of its service lives; once the service has no
 //!   worker, a request older than `request_expiry` is dropped and counted;
+//! * what waits is capped, per service and in all for services with no worker; beyond
+//!   the caps requests are dropped and counted, a service nobody ever served is forgotten
+//!   soon after it empties, and drops and expiries are logged as one summary per interval
+//!   (see `waiting`);
 //! * READY for a reserved name or a second READY, and REPLY or HEARTBEAT from an unknown
 //!   worker, are answered with DISCONNECT; `mmi.service` answers "200"/"404", other `mmi.*`
 //!   "501"; `hearth.status` answers the broker's status in Bencode.
@@ -21,20 +25,23 @@ mod builtin;
 mod service;
 #[cfg(test)]
 mod tests;
+mod waiting;
+#[cfg(test)]
+mod waiting_tests;
 mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use hearth_proto::mmi;
 use hearth_proto::status::ServiceStatus;
 use hearth_proto::{ClientMessage, DecodeError, Frame, Inbound, WorkerMessage};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use service::{PendingRequest, Service};
+use service::Service;
+use waiting::FloodLog;
 use workers::Worker;
 
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 
 pub use crate::effect::{Effect, Identity};
 
@@ -47,10 +54,18 @@ pub struct DispatchConfig {
     pub liveness: u32,
     /// How long a request may wait once its service has no worker.
     pub request_expiry: Duration,
-    /// Most requests one service may hold; more are dropped and counted.
-    pub max_queue: usize,
+    /// Most requests one service may hold waiting; more are dropped and counted
+    /// (`service_queue_full`).
+    pub max_waiting_per_service: usize,
+    /// Most requests waiting, in all, for services with no worker (names nobody serves,
+    /// or services whose workers are all gone); more are dropped and counted
+    /// (`queue_full`). Services with workers are bounded by the per-service cap alone,
+    /// so a flood of invented names never crowds out a service that is served.
+    pub max_waiting: usize,
     /// Most services the broker keeps track of; requests for more are dropped and counted.
     pub max_services: usize,
+    /// How often, at most, dropped and expired requests are logged (one summary line).
+    pub flood_log_interval: Duration,
     /// Most requests one worker holds at once. 1 is RFC 7's classic one-at-a-time; more
     /// lets a worker of a quick service find its next request waiting when it replies,
     /// instead of idling for a round trip through the broker (a worker runs them in order;
@@ -68,8 +83,10 @@ impl Default for DispatchConfig {
             heartbeat: Duration::from_millis(2500),
             liveness: 3,
             request_expiry: Duration::from_secs(30),
-            max_queue: 100_000,
+            max_waiting_per_service: 1000,
+            max_waiting: 1000,
             max_services: 10_000,
+            flood_log_interval: Duration::from_secs(10),
             prefetch: 32,
             prefetch_budget: Duration::from_millis(2),
         }
@@ -95,9 +112,6 @@ struct HeldReply {
     received: Instant,
 }
 
-/// Services kept before unused, never-served ones are forgotten with their series.
-const FORGET_ABOVE: usize = 1000;
-
 /// Peers whose malformed input has been logged, so each is logged once; bounded.
 const MAX_LOGGED_PEERS: usize = 4096;
 
@@ -109,6 +123,12 @@ pub struct Dispatcher {
     workers: HashMap<Identity, Worker>,
     /// Services that have had a worker: kept (with their series) when they go idle.
     known_services: HashSet<String>,
+    /// Requests waiting in services with no worker (capped by `max_waiting`).
+    unserved_waiting: usize,
+    /// Dropped and expired requests not logged yet.
+    flood: FloodLog,
+    /// When the next services nobody serves are due to be forgotten.
+    next_forget: Option<Instant>,
     next_heartbeat: Instant,
     /// Earliest moment a waiting request may expire (None: none can).
     next_expiry: Option<Instant>,
@@ -131,6 +151,9 @@ impl Dispatcher {
             services: HashMap::new(),
             workers: HashMap::new(),
             known_services: HashSet::new(),
+            unserved_waiting: 0,
+            flood: FloodLog::default(),
+            next_forget: None,
             next_expiry: None,
             logged_peers: HashSet::new(),
             clock: now,
@@ -174,14 +197,12 @@ impl Dispatcher {
                     }
                 }
                 for service in self.services.values_mut() {
-                    dropped += service.requests.len();
-                    service.requests.clear();
-                    service.metrics.queue_depth.set(0);
+                    dropped += service.clear_requests();
                 }
-                self.metrics
-                    .dropped
-                    .with_label_values(&["not_active"])
-                    .inc_by(dropped as u64);
+                self.unserved_waiting = 0;
+                self.next_expiry = None;
+                self.mark_emptied(now);
+                self.metrics.dropped(DropReason::NotActive, dropped as u64);
             }
         }
     }
@@ -204,8 +225,7 @@ impl Dispatcher {
             service.metrics.replies.inc();
             service
                 .metrics
-                .duration
-                .observe(now.saturating_duration_since(held.received).as_secs_f64());
+                .observe_duration(now.saturating_duration_since(held.received).as_secs_f64());
         }
         out.push(Effect::ToClient {
             client: held.client,
@@ -227,10 +247,7 @@ impl Dispatcher {
 
     /// Counts a malformed message and logs it once per peer.
     pub fn malformed(&mut self, from: &[u8], error: &DecodeError) {
-        self.metrics
-            .malformed
-            .with_label_values(&[error.reason()])
-            .inc();
+        self.metrics.malformed(error);
         if self.logged_peers.len() >= MAX_LOGGED_PEERS {
             self.logged_peers.clear();
         }
@@ -250,13 +267,11 @@ impl Dispatcher {
                 }
             }
             Effect::ToClient { .. } => {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["client_gone"])
-                    .inc();
+                self.metrics.dropped(DropReason::ClientGone, 1);
             }
             // Not the frontend's: nothing the dispatcher sent.
-            Effect::ToPeer(_) | Effect::Persist(_) | Effect::Publish(_) => {}
+            Effect::ToPeer(_) | Effect::Persist(_) | Effect::Publish(_) | Effect::ReleaseMemory => {
+            }
         }
     }
 
@@ -276,14 +291,24 @@ impl Dispatcher {
         if self.next_expiry.is_some_and(|at| now >= at) {
             self.expire_requests(now);
         }
+        if self.next_forget.is_some_and(|at| now >= at) {
+            self.forget_unserved(now, out);
+        }
+        if let Some(summary) = self.flood.take_due(now, self.config.flood_log_interval) {
+            warn!("{summary}");
+        }
     }
 
     /// The next moment [`Dispatcher::tick`] has work to do.
     pub fn next_deadline(&self) -> Instant {
-        match self.next_expiry {
-            Some(at) => at.min(self.next_heartbeat),
-            None => self.next_heartbeat,
+        let mut at = self.next_heartbeat;
+        for next in [self.next_expiry, self.next_forget].into_iter().flatten() {
+            at = at.min(next);
         }
+        if let Some(log) = self.flood.due(self.config.flood_log_interval) {
+            at = at.min(log);
+        }
+        at
     }
 
     /// Says goodbye: DISCONNECT to every worker. The dispatcher is empty afterwards.
@@ -300,6 +325,7 @@ impl Dispatcher {
             service.workers = 0;
             self.metrics.service(name).workers.set(0);
         }
+        self.unserved_waiting = self.services.values().map(|s| s.requests.len()).sum();
     }
 
     /// Workers and queue depth per service, by name.
@@ -321,90 +347,6 @@ impl Dispatcher {
     /// Number of registered workers.
     pub fn worker_count(&self) -> usize {
         self.workers.len()
-    }
-
-    fn client_request(
-        &mut self,
-        now: Instant,
-        client: Identity,
-        request: ClientMessage,
-        out: &mut Vec<Effect>,
-    ) {
-        if mmi::is_reserved(&request.service) {
-            let body = self.builtin(&request);
-            out.push(Effect::ToClient {
-                client,
-                msg: ClientMessage {
-                    service: request.service,
-                    body,
-                },
-            });
-            return;
-        }
-        let ClientMessage {
-            service: name,
-            body,
-        } = request;
-        if !self.services.contains_key(&name) && self.services.len() >= self.config.max_services {
-            self.metrics
-                .dropped
-                .with_label_values(&["too_many_services"])
-                .inc();
-            return;
-        }
-        let metrics = &self.metrics;
-        let service = self
-            .services
-            .entry(name.clone())
-            .or_insert_with(|| Service::new(metrics.service(&name)));
-        service.metrics.requests.inc();
-        if service.requests.len() >= self.config.max_queue {
-            self.metrics
-                .dropped
-                .with_label_values(&["queue_full"])
-                .inc();
-            return;
-        }
-        if service.workers == 0 {
-            let at = now + self.config.request_expiry;
-            self.next_expiry = Some(self.next_expiry.map_or(at, |t| t.min(at)));
-        }
-        service.enqueue(PendingRequest {
-            client,
-            body,
-            received: now,
-            dispatched: now,
-            orphaned: false,
-        });
-        self.dispatch(&name, out);
-    }
-
-    /// Drops requests that waited too long for a worker-less service; once there are many
-    /// services, forgets those nobody uses that never had a worker (names clients invented).
-    fn expire_requests(&mut self, now: Instant) {
-        let expiry = self.config.request_expiry;
-        let mut next: Option<Instant> = None;
-        for (name, service) in self.services.iter_mut() {
-            let expired = service.expire_requests(now, expiry);
-            if expired > 0 {
-                info!(service = %name, expired, "requests expired with no worker for their service");
-            }
-            if let Some(at) = service.next_expiry(expiry) {
-                next = Some(next.map_or(at, |t| t.min(at)));
-            }
-        }
-        if self.services.len() > FORGET_ABOVE {
-            let metrics = &self.metrics;
-            let known = &self.known_services;
-            self.services.retain(|name, service| {
-                let keep = !service.is_unused() || known.contains(name);
-                if !keep {
-                    metrics.forget_service(name);
-                }
-                keep
-            });
-        }
-        self.next_expiry = next;
     }
 }
 

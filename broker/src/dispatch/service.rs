@@ -40,6 +40,9 @@ pub struct Service {
     pub service_time: Option<std::time::Duration>,
     /// Registered workers, idle or busy.
     pub workers: usize,
+    /// Since when the service has held no request and had no worker, if it has not:
+    /// a service nobody serves is forgotten a while after (see `Dispatcher::forget_unserved`).
+    pub empty_since: Option<Instant>,
     /// The service's series in the registry.
     pub metrics: ServiceMetrics,
 }
@@ -53,12 +56,14 @@ impl Service {
             room: VecDeque::new(),
             service_time: None,
             workers: 0,
+            empty_since: None,
             metrics,
         }
     }
 
     /// Appends a new request.
     pub fn enqueue(&mut self, request: PendingRequest) {
+        self.empty_since = None;
         self.requests.push_back(request);
         self.metrics.queue_depth.set(self.requests.len() as i64);
     }
@@ -123,6 +128,14 @@ impl Service {
         self.room.retain(|w| w != worker);
         self.workers = self.workers.saturating_sub(1);
         self.metrics.workers.set(self.workers as i64);
+    }
+
+    /// Drops every waiting request; returns how many.
+    pub fn clear_requests(&mut self) -> usize {
+        let dropped = self.requests.len();
+        self.requests.clear();
+        self.metrics.queue_depth.set(0);
+        dropped
     }
 
     /// Drops the requests that have waited longer than `expiry` while the service has no

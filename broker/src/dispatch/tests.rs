@@ -18,7 +18,7 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         let registry = Registry::new();
-        let metrics = Metrics::new(&registry).unwrap();
+        let metrics = Metrics::new(&registry, hearth_proto::status::Role::Standalone).unwrap();
         let t0 = Instant::now();
         let config = DispatchConfig {
             heartbeat: HB,
@@ -403,12 +403,15 @@ fn malformed_input_is_counted_by_reason() {
 #[test]
 fn queue_is_bounded() {
     let mut h = Harness::new();
-    h.d.config.max_queue = 2;
+    h.d.config.max_waiting_per_service = 2;
     for i in 0..5 {
         h.request(i, &format!("C{i}"), "echo", "x");
     }
     assert_eq!(h.d.service_status()[0].queue_depth, 2);
-    assert_eq!(h.metric("hearth_dropped_messages_total", "queue_full"), 3.0);
+    assert_eq!(
+        h.metric("hearth_dropped_messages_total", "service_queue_full"),
+        3.0
+    );
 }
 
 #[test]

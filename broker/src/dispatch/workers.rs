@@ -9,6 +9,7 @@ use tracing::{debug, info};
 
 use super::service::{PendingRequest, Service};
 use super::{hex, Dispatcher, Effect, HeldReply, Identity, Mode};
+use crate::metrics::{DisconnectReason, DropReason};
 
 /// A registered worker.
 pub(super) struct Worker {
@@ -33,23 +34,23 @@ impl Dispatcher {
         match msg {
             WorkerMessage::Ready { service } => {
                 if known {
-                    self.delete_worker(&from, Some("second_ready"), out);
+                    self.delete_worker(&from, Some(DisconnectReason::SecondReady), out);
                 } else if mmi::is_reserved(&service) {
-                    self.disconnect(from, "reserved_service", out);
+                    self.disconnect(from, DisconnectReason::ReservedService, out);
                 } else {
                     self.register(now, from, service, out);
                 }
             }
             WorkerMessage::Reply { client, body } => {
                 if !known {
-                    self.disconnect(from, "unknown_worker", out);
+                    self.disconnect(from, DisconnectReason::UnknownWorker, out);
                     return;
                 }
                 self.reply(now, from, client, body, out);
             }
             WorkerMessage::Heartbeat => match self.workers.get_mut(&from) {
                 Some(worker) => worker.expiry = now + self.config.heartbeat * self.config.liveness,
-                None => self.disconnect(from, "unknown_worker", out),
+                None => self.disconnect(from, DisconnectReason::UnknownWorker, out),
             },
             WorkerMessage::Disconnect => {
                 if known {
@@ -58,9 +59,9 @@ impl Dispatcher {
             }
             WorkerMessage::Request { .. } => {
                 if known {
-                    self.delete_worker(&from, Some("protocol_error"), out);
+                    self.delete_worker(&from, Some(DisconnectReason::ProtocolError), out);
                 } else {
-                    self.disconnect(from, "protocol_error", out);
+                    self.disconnect(from, DisconnectReason::ProtocolError, out);
                 }
             }
         }
@@ -78,7 +79,12 @@ impl Dispatcher {
             .services
             .entry(name.clone())
             .or_insert_with(|| Service::new(metrics.service(&name)));
+        if service.workers == 0 {
+            // Its waiting requests are no longer waiting for a service with no worker.
+            self.unserved_waiting = self.unserved_waiting.saturating_sub(service.requests.len());
+        }
         service.add_worker(identity.clone());
+        service.metrics.show_duration();
         if self.known_services.insert(name.clone()) {
             info!(service = %name, "first worker for service");
         }
@@ -110,7 +116,7 @@ impl Dispatcher {
         let Some(position) = worker.in_flight.iter().position(|r| r.client == client) else {
             // A REPLY for no request it holds: the worker is confused; drop it and give
             // whatever it held to another worker.
-            self.delete_worker(&from, Some("unexpected_reply"), out);
+            self.delete_worker(&from, Some(DisconnectReason::UnexpectedReply), out);
             return;
         };
         worker.expiry = now + self.config.heartbeat * self.config.liveness;
@@ -146,11 +152,7 @@ impl Dispatcher {
             // The broker stopped being active since the worker got the request (every
             // request a passive's workers hold is orphaned): the client has moved on to the
             // active broker; answering now could only mislead it.
-            _ => self
-                .metrics
-                .dropped
-                .with_label_values(&["not_active"])
-                .inc(),
+            _ => self.metrics.dropped(DropReason::NotActive, 1),
         }
         self.dispatch(&name, out);
     }
@@ -195,7 +197,7 @@ impl Dispatcher {
     pub(super) fn delete_worker(
         &mut self,
         identity: &[u8],
-        reason: Option<&'static str>,
+        reason: Option<DisconnectReason>,
         out: &mut Vec<Effect>,
     ) {
         let Some(worker) = self.workers.remove(identity) else {
@@ -214,13 +216,11 @@ impl Dispatcher {
             if !request.orphaned {
                 service.requeue(request);
             } else {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["not_active"])
-                    .inc();
+                self.metrics.dropped(DropReason::NotActive, 1);
             }
         }
         if service.workers == 0 {
+            self.unserved_waiting += service.requests.len();
             if let Some(at) = service.next_expiry(self.config.request_expiry) {
                 self.next_expiry = Some(self.next_expiry.map_or(at, |t| t.min(at)));
             }
@@ -231,11 +231,11 @@ impl Dispatcher {
     pub(super) fn disconnect(
         &mut self,
         worker: Identity,
-        reason: &'static str,
+        reason: DisconnectReason,
         out: &mut Vec<Effect>,
     ) {
-        debug!(worker = %hex(&worker), reason, "sending DISCONNECT");
-        self.metrics.disconnects.with_label_values(&[reason]).inc();
+        debug!(worker = %hex(&worker), %reason, "sending DISCONNECT");
+        self.metrics.disconnect(reason);
         out.push(Effect::ToWorker {
             worker,
             msg: WorkerMessage::Disconnect,
@@ -252,7 +252,7 @@ impl Dispatcher {
             .collect();
         for identity in expired {
             info!(worker = %hex(&identity), "worker expired (missed heartbeats)");
-            self.delete_worker(&identity, Some("expired"), out);
+            self.delete_worker(&identity, Some(DisconnectReason::Expired), out);
         }
     }
 }

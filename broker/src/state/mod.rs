@@ -20,5 +20,5 @@ pub mod write_ids;
 pub mod writer;
 
 pub use limits::StateLimits;
-pub use model::{error_reply, ApplyError, Entry, StateModel, WriteOutcome};
-pub use request::BadRequest;
+pub use model::{error_reply, ApplyError, Entry, StateModel, WriteOutcome, WriteOutcomeKind};
+pub use request::{BadRequest, BadRequestReason};

@@ -49,7 +49,28 @@ pub enum WriteOutcome {
     },
 }
 
+hearth_proto::label_enum! {
+    /// How a write was answered: the `outcome` label of `hearth_state_writes_total`.
+    pub enum WriteOutcomeKind {
+        /// [`WriteOutcome::Applied`].
+        Applied => "applied",
+        /// [`WriteOutcome::Repeat`].
+        Repeat => "repeat",
+        /// [`WriteOutcome::NoChange`].
+        Unchanged => "unchanged",
+    }
+}
+
 impl WriteOutcome {
+    /// Which outcome this is, as a metric label.
+    pub fn kind(&self) -> WriteOutcomeKind {
+        match self {
+            WriteOutcome::Applied { .. } => WriteOutcomeKind::Applied,
+            WriteOutcome::Repeat { .. } => WriteOutcomeKind::Repeat,
+            WriteOutcome::NoChange { .. } => WriteOutcomeKind::Unchanged,
+        }
+    }
+
     /// The seq the reply `{seq}` carries.
     pub fn seq(&self) -> u64 {
         match self {

@@ -125,26 +125,71 @@ pub enum BadRequest {
     },
 }
 
+hearth_proto::label_enum! {
+    /// Why a state request was refused: the `reason` label of
+    /// `hearth_state_bad_requests_total`, one value per [`BadRequest`] variant and one for
+    /// a `state.*` name that is no state service.
+    pub enum BadRequestReason {
+        /// [`BadRequest::NotBencode`].
+        NotBencode => "not_bencode",
+        /// [`BadRequest::TooDeep`].
+        TooDeep => "too_deep",
+        /// [`BadRequest::WrongShape`].
+        WrongShape => "wrong_shape",
+        /// [`BadRequest::BadKey`].
+        BadKey => "bad_key",
+        /// [`BadRequest::ValueTooLarge`].
+        ValueTooLarge => "value_too_large",
+        /// [`BadRequest::TooManyKeys`].
+        TooManyKeys => "too_many_keys",
+        /// [`BadRequest::Empty`].
+        Empty => "empty",
+        /// [`BadRequest::UnknownField`].
+        UnknownField => "unknown_field",
+        /// [`BadRequest::BadTtl`].
+        BadTtl => "bad_ttl",
+        /// [`BadRequest::BadIfSeq`].
+        BadIfSeq => "bad_if_seq",
+        /// [`BadRequest::IfSeqFailed`].
+        IfSeqFailed => "if_seq_failed",
+        /// [`BadRequest::ModelFull`].
+        ModelFull => "model_full",
+        /// [`BadRequest::RequestTooLarge`].
+        RequestTooLarge => "request_too_large",
+        /// [`BadRequest::WriteIdReused`].
+        WriteIdReused => "write_id_reused",
+        /// [`BadRequest::BadWriteId`].
+        BadWriteId => "bad_write_id",
+        /// A `state.*` service name that is none of the state services.
+        UnknownService => "unknown_service",
+    }
+}
+
 impl BadRequest {
-    /// A short stable label for a metric.
-    pub fn reason(&self) -> &'static str {
+    /// Why, as a metric label value.
+    pub fn kind(&self) -> BadRequestReason {
         match self {
-            BadRequest::NotBencode(_) => "not_bencode",
-            BadRequest::TooDeep { .. } => "too_deep",
-            BadRequest::WrongShape { .. } => "wrong_shape",
-            BadRequest::BadKey { .. } => "bad_key",
-            BadRequest::ValueTooLarge { .. } => "value_too_large",
-            BadRequest::TooManyKeys { .. } => "too_many_keys",
-            BadRequest::Empty { .. } => "empty",
-            BadRequest::UnknownField { .. } => "unknown_field",
-            BadRequest::BadTtl { .. } => "bad_ttl",
-            BadRequest::BadIfSeq { .. } => "bad_if_seq",
-            BadRequest::IfSeqFailed { .. } => "if_seq_failed",
-            BadRequest::ModelFull { .. } => "model_full",
-            BadRequest::RequestTooLarge { .. } => "request_too_large",
-            BadRequest::WriteIdReused { .. } => "write_id_reused",
-            BadRequest::BadWriteId { .. } => "bad_write_id",
+            BadRequest::NotBencode(_) => BadRequestReason::NotBencode,
+            BadRequest::TooDeep { .. } => BadRequestReason::TooDeep,
+            BadRequest::WrongShape { .. } => BadRequestReason::WrongShape,
+            BadRequest::BadKey { .. } => BadRequestReason::BadKey,
+            BadRequest::ValueTooLarge { .. } => BadRequestReason::ValueTooLarge,
+            BadRequest::TooManyKeys { .. } => BadRequestReason::TooManyKeys,
+            BadRequest::Empty { .. } => BadRequestReason::Empty,
+            BadRequest::UnknownField { .. } => BadRequestReason::UnknownField,
+            BadRequest::BadTtl { .. } => BadRequestReason::BadTtl,
+            BadRequest::BadIfSeq { .. } => BadRequestReason::BadIfSeq,
+            BadRequest::IfSeqFailed { .. } => BadRequestReason::IfSeqFailed,
+            BadRequest::ModelFull { .. } => BadRequestReason::ModelFull,
+            BadRequest::RequestTooLarge { .. } => BadRequestReason::RequestTooLarge,
+            BadRequest::WriteIdReused { .. } => BadRequestReason::WriteIdReused,
+            BadRequest::BadWriteId { .. } => BadRequestReason::BadWriteId,
         }
+    }
+
+    /// A short stable label for a metric (`hearth_state_bad_requests_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

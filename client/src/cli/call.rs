@@ -1,10 +1,17 @@
 //! `hearth call` and `hearth services`: one request, or a look at which services have
 //! workers.
+//!
+//! A reply that is hearth's error convention, the one-frame Bencode dict `{error: "..."}`
+//! (what `hearth-worker --exec` answers when its command fails or times out, and what the
+//! broker's built-in services answer when they refuse), is a failed call: its text goes to
+//! stderr as `error from SERVICE: TEXT` and the exit code is 1. `--raw` prints every reply
+//! as received and exits 0.
 
 use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
 use clap::Args;
+use hearth_client::state::{refusal, Value};
 use hearth_client::{Client, ClientError};
 use hearth_proto::mmi::MMI_PREFIX;
 
@@ -20,6 +27,9 @@ pub struct CallArgs {
     service: String,
     /// Request body; `-` reads it from stdin; absent sends one empty frame
     body: Option<String>,
+    /// Print the reply as received, even an error reply `{error: ...}` (exit 0)
+    #[arg(long)]
+    raw: bool,
 }
 
 /// Flags of `hearth services`.
@@ -45,10 +55,16 @@ pub fn call(connection: &Connection, args: CallArgs) -> anyhow::Result<Outcome> 
     };
     let mut client = connection.client()?;
     match client.call(&args.service, vec![body]) {
-        Ok(reply) => {
-            print_reply(&reply)?;
-            Ok(Outcome::Success)
-        }
+        Ok(reply) => match error_text(&reply).filter(|_| !args.raw) {
+            Some(text) => {
+                eprintln!("hearth: error from {}: {text}", args.service);
+                Ok(Outcome::Failed)
+            }
+            None => {
+                print_reply(&reply)?;
+                Ok(Outcome::Success)
+            }
+        },
         Err(ClientError::Timeout { after, .. }) => {
             eprintln!(
                 "hearth: {}",
@@ -58,6 +74,20 @@ pub fn call(connection: &Connection, args: CallArgs) -> anyhow::Result<Outcome> 
         }
         Err(e) => Err(client_failure(e, &format!("calling {}", args.service))),
     }
+}
+
+/// The text of a reply that is an error by hearth's convention: one frame holding the
+/// Bencode dict `{error: <byte string>}` and nothing else. Any other reply, Bencode or
+/// not, is a plain answer.
+fn error_text(reply: &[Vec<u8>]) -> Option<String> {
+    let [frame] = reply else {
+        return None;
+    };
+    // Cheap first: a Bencode dict whose first key is `error`.
+    if !frame.starts_with(b"d5:error") {
+        return None;
+    }
+    refusal(&Value::from_bencode(frame).ok()?)
 }
 
 /// Writes reply frames joined by `\n`, plus a final newline only for a terminal.
@@ -136,4 +166,34 @@ fn list_services(client: &mut Client) -> anyhow::Result<Outcome> {
         );
     }
     Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(frames: &[&[u8]]) -> Vec<Vec<u8>> {
+        frames.iter().map(|f| f.to_vec()).collect()
+    }
+
+    #[test]
+    fn only_a_lone_error_dict_is_an_error() {
+        let timed_out = b"d5:error24:exec: timed out after 1se";
+        assert_eq!(
+            error_text(&frames(&[timed_out])).as_deref(),
+            Some("exec: timed out after 1s")
+        );
+        for plain in [
+            &[&b"hello"[..]][..],
+            &[b"d5:error2:hie", b"second frame"],
+            &[b"d5:errori3ee"],
+            &[b"d5:error2:hi4:more1:xe"],
+            &[b"d5:error2:hi"],
+            &[b"d5:error2:hie trailing"],
+            &[b"d4:seqi7ee"],
+            &[],
+        ] {
+            assert_eq!(error_text(&frames(plain)), None, "{plain:?}");
+        }
+    }
 }

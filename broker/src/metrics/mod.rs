@@ -2,13 +2,32 @@
 //! several brokers in one test process never trip over process-global statics.
 //!
 //! Per-service series are resolved once into a [`ServiceMetrics`] and kept with the service,
-//! so the hot path bumps atomics and never looks up a label.
+//! so the hot path bumps atomics and never looks up a label. Every other labelled counter
+//! takes its label from an enum ([`labels`], and the decode errors' kinds in
+//! `hearth_proto`) and starts with every value at 0, so that alerts can take a `rate()`
+//! from the first scrape.
+//!
+//! Beside the broker's own series: the standard `process_*` series ([`process`]),
+//! `hearth_build_info`, and, computed at each scrape from the [`StatusBoard`],
+//! `hearth_status_stale` and `hearth_status_age_seconds`; while the board is stale,
+//! `hearth_bstar_state` is 0 for every state (see `board.rs`).
 
-use hearth_proto::status::BStarState;
+mod board;
+pub mod labels;
+pub mod process;
+
+use hearth_proto::peer::{PeerDecodeError, PeerMalformedReason};
+use hearth_proto::status::{BStarState, Role};
+use hearth_proto::{DecodeError, MalformedReason};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+
+pub use labels::{CatchupKind, DisconnectReason, DropReason};
+
+use crate::board::{StatusBoard, STALE_AFTER};
+use crate::state::{BadRequestReason, WriteOutcomeKind};
 
 /// Every metric the broker exports (names fixed by DESIGN.md).
 #[derive(Clone)]
@@ -20,14 +39,19 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     requeued: IntCounterVec,
     expired: IntCounterVec,
-    /// Messages dropped because they were malformed or oversized, by `DecodeError::reason`.
-    pub malformed: IntCounterVec,
+    /// Messages dropped because they were malformed or oversized, by `DecodeError::reason`
+    /// (counted through [`Metrics::malformed`] and [`Metrics::peer_malformed`]; readable
+    /// in the crate for tests).
+    pub(crate) malformed: IntCounterVec,
     /// Messages the broker could not deliver or chose to drop, by reason.
-    pub dropped: IntCounterVec,
+    dropped: IntCounterVec,
     /// DISCONNECTs sent to workers, by reason.
-    pub disconnects: IntCounterVec,
-    /// 1 for the broker's current Binary Star state, 0 for the others.
-    pub bstar_state: IntGaugeVec,
+    disconnects: IntCounterVec,
+    /// 1 for the broker's current Binary Star state, 0 for the others (exported through
+    /// the board's collector, which zeroes it while the board is stale).
+    bstar_state: IntGaugeVec,
+    /// What the reactor publishes for the HTTP side.
+    board: StatusBoard,
     /// Times this broker went from passive to active.
     pub failovers: IntCounter,
     /// Times this broker stepped down after finding a newer active peer (split brain).
@@ -51,12 +75,12 @@ pub struct Metrics {
     /// the next one.
     pub state_fsyncs: IntCounter,
     /// State requests refused, by reason.
-    pub state_bad_requests: IntCounterVec,
+    state_bad_requests: IntCounterVec,
     /// Writes answered, by outcome (applied, repeat, unchanged).
-    pub state_writes: IntCounterVec,
+    state_writes: IntCounterVec,
     /// Catch-ups of a follower, by how (`tail`: from the change log; `snapshot`), counted
     /// by the broker that sent them.
-    pub state_catchups: IntCounterVec,
+    state_catchups: IntCounterVec,
     /// Snapshots installed from the peer.
     pub state_snapshots_installed: IntCounter,
     /// Changes given up after a divergence and kept in the conflict record.
@@ -65,16 +89,45 @@ pub struct Metrics {
     pub state_waiting: IntGauge,
 }
 
-/// One service's series, resolved once.
+/// One service's series, resolved once. The latency histogram (19 lines of exposition)
+/// appears with the service's first worker (or reply), so that names nobody serves cost a
+/// few lines each while they are kept.
 #[derive(Clone)]
 pub struct ServiceMetrics {
     pub requests: IntCounter,
     pub replies: IntCounter,
-    pub duration: Histogram,
+    duration: LazyHistogram,
     pub workers: IntGauge,
     pub queue_depth: IntGauge,
     pub requeued: IntCounter,
     pub expired: IntCounter,
+}
+
+/// One service's series of a histogram vector, resolved at its first observation.
+#[derive(Clone)]
+struct LazyHistogram {
+    vec: HistogramVec,
+    service: String,
+    resolved: std::sync::OnceLock<Histogram>,
+}
+
+impl ServiceMetrics {
+    /// Observes one request's time from arrival to reply, in seconds.
+    pub fn observe_duration(&self, seconds: f64) {
+        self.duration().observe(seconds);
+    }
+
+    /// Exports the latency histogram now, at 0 until the first reply (a service that has a
+    /// worker shows it from then on).
+    pub fn show_duration(&self) {
+        self.duration();
+    }
+
+    fn duration(&self) -> &Histogram {
+        let d = &self.duration;
+        d.resolved
+            .get_or_init(|| d.vec.with_label_values(&[d.service.as_str()]))
+    }
 }
 
 /// Latency buckets from 100 µs to 30 s: home services range from an echo to a slow script.
@@ -84,8 +137,9 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
-    /// Creates the metrics and registers them in `registry`.
-    pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+    /// Creates the metrics of a broker in `role` and registers them in `registry`, with the
+    /// `process_*` series and `hearth_build_info`.
+    pub fn new(registry: &Registry, role: Role) -> prometheus::Result<Metrics> {
         fn counter(
             r: &Registry,
             name: &str,
@@ -177,8 +231,32 @@ impl Metrics {
             "1 while the broker may not serve because its state model may be behind its peer's",
         )?;
         registry.register(Box::new(state_waiting.clone()))?;
+        let bstar_state = IntGaugeVec::new(
+            Opts::new(
+                "hearth_bstar_state",
+                "1 for the broker's current Binary Star state (0 for every state while the status board is stale)",
+            ),
+            &["state"],
+        )?;
+        let board = StatusBoard::new(Default::default(), STALE_AFTER);
+        registry.register(Box::new(board::BoardCollector::new(
+            bstar_state.clone(),
+            board.clone(),
+        )?))?;
+        registry.register(Box::new(process::ProcessCollector::for_self()?))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "hearth_build_info",
+                "1, labelled with the broker's version and configured role",
+            ),
+            &["version", "role"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), role.as_str()])
+            .set(1);
+        registry.register(Box::new(build_info))?;
         let s = &["service"];
-        Ok(Metrics {
+        let metrics = Metrics {
             requests: counter(
                 registry,
                 "hearth_requests_total",
@@ -229,12 +307,8 @@ impl Metrics {
                 "DISCONNECTs sent to workers",
                 &["reason"],
             )?,
-            bstar_state: gauge(
-                registry,
-                "hearth_bstar_state",
-                "1 for the broker's current Binary Star state",
-                &["state"],
-            )?,
+            bstar_state,
+            board,
             failovers,
             split_brain,
             stalls,
@@ -266,7 +340,101 @@ impl Metrics {
             state_snapshots_installed,
             state_conflicts,
             state_waiting,
-        })
+        };
+        metrics.start_at_zero();
+        Ok(metrics)
+    }
+
+    /// Creates every value of every labelled counter (and of `hearth_bstar_state`) at 0.
+    fn start_at_zero(&self) {
+        fn each<T: Copy>(vec: &IntCounterVec, all: &[T], label: impl Fn(T) -> &'static str) {
+            for value in all {
+                vec.with_label_values(&[label(*value)]);
+            }
+        }
+        each(
+            &self.malformed,
+            MalformedReason::ALL,
+            MalformedReason::as_str,
+        );
+        each(
+            &self.malformed,
+            PeerMalformedReason::ALL,
+            PeerMalformedReason::as_str,
+        );
+        each(&self.dropped, DropReason::ALL, DropReason::as_str);
+        each(
+            &self.disconnects,
+            DisconnectReason::ALL,
+            DisconnectReason::as_str,
+        );
+        each(
+            &self.state_bad_requests,
+            BadRequestReason::ALL,
+            BadRequestReason::as_str,
+        );
+        each(
+            &self.state_writes,
+            WriteOutcomeKind::ALL,
+            WriteOutcomeKind::as_str,
+        );
+        each(&self.state_catchups, CatchupKind::ALL, CatchupKind::as_str);
+        for state in BStarState::ALL {
+            self.bstar_state.with_label_values(&[state.as_str()]);
+        }
+    }
+
+    /// The status board the reactor publishes and the HTTP side reads (its freshness also
+    /// decides what `hearth_bstar_state` exports).
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    /// Counts a malformed frontend message.
+    pub fn malformed(&self, error: &DecodeError) {
+        self.malformed
+            .with_label_values(&[error.kind().as_str()])
+            .inc();
+    }
+
+    /// Counts a malformed peer-link message.
+    pub fn peer_malformed(&self, error: &PeerDecodeError) {
+        self.malformed
+            .with_label_values(&[error.kind().as_str()])
+            .inc();
+    }
+
+    /// Counts `n` messages dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.dropped.with_label_values(&[reason.as_str()]).inc_by(n);
+        }
+    }
+
+    /// Counts a DISCONNECT sent to a worker.
+    pub fn disconnect(&self, reason: DisconnectReason) {
+        self.disconnects.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// Counts a refused state request.
+    pub fn state_bad_request(&self, reason: BadRequestReason) {
+        self.state_bad_requests
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Counts an answered state write.
+    pub fn state_write(&self, outcome: WriteOutcomeKind) {
+        self.state_writes
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+    }
+
+    /// Counts a catch-up sent to the follower.
+    pub fn state_catchup(&self, kind: CatchupKind) {
+        self.state_catchups
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     /// Resolves the series of one service.
@@ -275,7 +443,11 @@ impl Metrics {
         ServiceMetrics {
             requests: self.requests.with_label_values(l),
             replies: self.replies.with_label_values(l),
-            duration: self.duration.with_label_values(l),
+            duration: LazyHistogram {
+                vec: self.duration.clone(),
+                service: service.to_owned(),
+                resolved: std::sync::OnceLock::new(),
+            },
             workers: self.workers.with_label_values(l),
             queue_depth: self.queue_depth.with_label_values(l),
             requeued: self.requeued.with_label_values(l),
