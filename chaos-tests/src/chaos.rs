@@ -188,7 +188,7 @@ impl WorkerChaos {
             }
             for (_, id) in take_due(&mut thaws, now) {
                 if let Some(w) = cluster.worker_mut(id) {
-                    w.proc.thaw();
+                    w.proc.thaw()?;
                     w.frozen = false;
                     log(format!("SIGCONT {:?}", w.proc));
                 }
@@ -226,7 +226,7 @@ impl WorkerChaos {
         }
         for (_, id) in thaws.drain(..) {
             if let Some(w) = cluster.worker_mut(id) {
-                w.proc.thaw();
+                w.proc.thaw()?;
                 w.frozen = false;
                 log(format!("SIGCONT {:?} (end of chaos)", w.proc));
             }
@@ -251,7 +251,7 @@ impl WorkerChaos {
             .workers()
             .iter()
             .filter(|w| !w.frozen)
-            .map(|w| (w.id, w.service.clone()))
+            .map(|w| (w.id, w.spec.service.clone()))
             .collect();
         if running.is_empty() {
             return Ok(());
@@ -273,7 +273,7 @@ impl WorkerChaos {
             let dropped_after = options.heartbeat * options.liveness;
             let thaw_at = now + dropped_after + Duration::from_millis(rng.gen_range(200..=2000));
             if let Some(w) = cluster.worker_mut(id) {
-                w.proc.freeze();
+                w.proc.freeze()?;
                 w.frozen = true;
                 log(format!("SIGSTOP {:?}", w.proc));
             }

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hearth_supervise::Wait;
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -219,17 +220,13 @@ impl PairScenario {
         timeout: Duration,
         mut check: impl FnMut(&mut PairScenario) -> Result<T, String>,
     ) -> anyhow::Result<T> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.tick()?;
-            match check(self) {
-                Ok(v) => return Ok(v),
-                Err(last) if Instant::now() >= deadline => anyhow::bail!(
-                    "timed out after {timeout:?} waiting for {what}; last seen: {last}"
-                ),
-                Err(_) => std::thread::sleep(POLL),
+        let outcome = Wait::new(what, timeout).every(POLL).until(|| {
+            if let Err(fatal) = self.tick() {
+                return Ok(Err(fatal));
             }
-        }
+            check(self).map(Ok)
+        })?;
+        outcome
     }
 
     /// Waits until `side` reports `state`.

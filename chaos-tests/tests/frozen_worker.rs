@@ -53,7 +53,7 @@ fn frozen_worker_is_replaced() -> anyhow::Result<()> {
         },
     )?;
     let worker = cluster.worker_mut(frozen).expect("the slow worker runs");
-    worker.proc.freeze();
+    worker.proc.freeze()?;
     worker.frozen = true;
     let frozen_at = Instant::now();
     eprintln!(
@@ -85,7 +85,7 @@ fn frozen_worker_is_replaced() -> anyhow::Result<()> {
     let worker = cluster
         .worker_mut(frozen)
         .expect("the frozen worker is still there");
-    worker.proc.thaw();
+    worker.proc.thaw()?;
     worker.frozen = false;
     eprintln!("{TEST}: SIGCONT {:?}", worker.proc);
     cluster.wait_workers(&[("echo", 1), ("slow", 2)], Duration::from_secs(10))?;

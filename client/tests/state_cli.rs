@@ -6,9 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -17,41 +15,23 @@ use hearth_broker::{BrokerConfig, BrokerHandle, Role};
 use hearth_client::feed::{FeedEvent, Follower, FollowerConfig};
 use hearth_client::state::{Value, Write};
 use hearth_client::{Client, ClientConfig, ClientError};
+use hearth_supervise::{wait_until, ScratchDir, Wait};
 use serde_json::{json, Value as Json};
 
 const T: Duration = Duration::from_secs(10);
 
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("hearth-state-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A broker that keeps a state model in a temp dir and publishes its change feed.
 struct Home {
     broker: BrokerHandle,
-    _dir: TempDir,
+    _dir: ScratchDir,
 }
 
 fn broker(tweak: impl FnOnce(&mut BrokerConfig)) -> Home {
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("hearth-state").expect("a scratch dir");
     let mut config = BrokerConfig {
         frontend: "tcp://127.0.0.1:*".into(),
         publish: Some("tcp://127.0.0.1:*".into()),
-        data_dir: Some(dir.0.clone()),
+        data_dir: Some(dir.path().to_path_buf()),
         heartbeat: Duration::from_millis(100),
         ..BrokerConfig::default()
     };
@@ -298,18 +278,18 @@ fn conditional_writes_and_ttls() {
         &home,
         &["state", "set", "hall/motion", "1", "--ttl", "300ms"],
     );
-    let deadline = Instant::now() + T;
-    let mut last = hearth(&home, &["state", "get", "hall/motion"]);
-    while last.status.code() == Some(0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        last = hearth(&home, &["state", "get", "hall/motion"]);
-    }
-    assert_eq!(
-        last.status.code(),
-        Some(1),
-        "still there: {}",
-        text(&last.stdout)
-    );
+    // Each look runs `hearth`: not too often.
+    let expiry = Wait::new("hall/motion to expire", T).every(Duration::from_millis(50));
+    let expired = expiry
+        .until(|| {
+            let last = hearth(&home, &["state", "get", "hall/motion"]);
+            match last.status.code() {
+                Some(0) => Err(format!("still there: {}", text(&last.stdout))),
+                _ => Ok(last),
+            }
+        })
+        .unwrap();
+    assert_eq!(expired.status.code(), Some(1), "{}", text(&expired.stderr));
 }
 
 /// A running `hearth state watch` whose stdout lines arrive on a channel.
@@ -345,15 +325,14 @@ impl Watch {
 
     /// Waits for the process to end on its own; its exit code.
     fn wait(mut self) -> Option<i32> {
-        let deadline = Instant::now() + T;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        panic!("watch did not end");
+        let ended = wait_until("watch to end", T, || match self.child.try_wait() {
+            Ok(Some(status)) => Ok(status.code()),
+            other => Err(format!("{other:?}")),
+        });
+        ended.unwrap_or_else(|e| {
+            let _ = self.child.kill();
+            panic!("{e}")
+        })
     }
 }
 
@@ -416,10 +395,7 @@ fn pair_member(role: Role, own_peer: u16, other_peer: u16) -> Home {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    hearth_supervise::free_port().expect("free port")
 }
 
 /// Reads events until the follower has accepted `seq`; checks that changes come in

@@ -6,11 +6,12 @@
 //! output as it comes, and waits on lines with a deadline.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
+
+use hearth_supervise::{free_ports, wait_until};
 
 fn siblings_built() -> bool {
     let dir = Path::new(env!("CARGO_BIN_EXE_hearth")).parent().unwrap();
@@ -32,11 +33,9 @@ struct Ports {
 
 impl Ports {
     fn new() -> Ports {
-        // Hold every listener until all are chosen, so the eight ports differ.
-        let listeners: Vec<TcpListener> = (0..8)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let port = |i: usize| listeners[i].local_addr().unwrap().port();
+        // Eight different ports.
+        let ports = free_ports::<8>().unwrap();
+        let port = |i: usize| ports[i];
         let tcp = |i: usize| format!("tcp://127.0.0.1:{}", port(i));
         let http = |i: usize| format!("127.0.0.1:{}", port(i));
         let flags = [
@@ -135,22 +134,18 @@ impl Up {
 
     /// Waits for the process to exit by itself, then collects the rest of its output.
     fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The rest of stdout, until the pipe closes (the children are gone too).
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-                    self.seen.push(line);
-                }
-                return status;
+        let exited = wait_until("hearth up to exit", timeout, || {
+            match self.child.try_wait() {
+                Ok(Some(status)) => Ok(status),
+                other => Err(format!("{other:?}")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "hearth up still runs after {timeout:?}; output:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        });
+        let status = exited.unwrap_or_else(|e| panic!("{e}; output:\n{}", self.output()));
+        // The rest of stdout, until the pipe closes (the children are gone too).
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
         }
+        status
     }
 
     fn type_line(&mut self, line: &str) {

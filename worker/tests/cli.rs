@@ -4,9 +4,9 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
+use hearth_supervise::wait_until;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hearth-worker");
 
@@ -63,17 +63,14 @@ fn start(args: &[&str]) -> Child {
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("hearth-worker did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let exit = wait_until("hearth-worker to exit", T, || match child.try_wait() {
+        Ok(Some(status)) => Ok(status),
+        other => Err(format!("{other:?}")),
+    });
+    exit.unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("{e}")
+    })
 }
 
 #[test]

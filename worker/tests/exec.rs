@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use hearth_supervise::{procfs, wait_until};
 use hearth_worker::{ExecHandler, Handler};
 
 fn error_of(reply: &[Vec<u8>]) -> String {
@@ -68,31 +69,19 @@ fn timeout_kills_the_whole_group_quickly() {
     let took = started.elapsed();
     assert_eq!(error_of(&reply), "exec: timed out after 300ms");
     assert!(took < Duration::from_secs(2), "took {took:?}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
+    let pid: u32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
     let _ = std::fs::remove_file(&pidfile);
     // The grandchild `sleep` is dead: gone, or a zombie waiting for init to reap it.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit(')')
-                    .next()
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_owned)
-            });
-        match state.as_deref() {
-            None | Some("Z") | Some("X") => break,
-            Some(other) if Instant::now() > deadline => {
-                panic!("sleep {pid} still alive in state {other}")
-            }
-            Some(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
+    let what = format!("sleep {pid} to die");
+    wait_until(&what, Duration::from_secs(2), || match procfs::state(pid) {
+        None | Some('Z' | 'X') => Ok(()),
+        Some(alive) => Err(alive),
+    })
+    .unwrap();
 }
 
 #[test]

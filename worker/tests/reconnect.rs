@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use hearth_supervise::wait_until;
 use hearth_worker::{Frame, WorkerConfig};
 
 const HB: Duration = Duration::from_millis(100);
@@ -91,12 +92,13 @@ fn reply_for_a_reset_connection_is_dropped() {
     broker.request(&first, b"old", &[b"x"]);
     broker.send(&first, &[b"", b"MDPW01", &[DISCONNECT]]);
     let second = broker.expect_ready("slow");
-    wait_for("the old request to finish", T, || {
+    wait_until("the old request to finish", T, || {
         match worker.requests_handled() {
             1 => Ok(()),
             n => Err(n),
         }
-    });
+    })
+    .unwrap();
     broker.request(&second, b"new", &[b"y"]);
     let seen = broker.collect_until("REPLY", T, |m| m.is(REPLY));
     assert_eq!(seen.last().unwrap().frames, reply_frames(b"new", &[b"y"]));

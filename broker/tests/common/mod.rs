@@ -1,5 +1,6 @@
 //! Helpers shared by the broker's integration tests: start a broker on free ports, raw
-//! RFC 7 sockets, HTTP GET, and waiting on a condition with a deadline.
+//! RFC 7 sockets, and, from `hearth_supervise` with a test's manners (a failure panics),
+//! HTTP GET, free ports and waiting on a condition with a deadline.
 
 #![allow(dead_code)]
 
@@ -9,11 +10,11 @@ pub mod procs;
 pub mod proxy;
 pub mod writes;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hearth_broker::{BrokerConfig, BrokerHandle};
+use hearth_supervise::{http, wait_until};
 
 /// Frames as byte vectors.
 pub type Frames = Vec<Vec<u8>>;
@@ -31,22 +32,16 @@ pub fn start_broker(tweak: impl FnOnce(&mut BrokerConfig)) -> BrokerHandle {
     hearth_broker::spawn(config).expect("broker starts")
 }
 
-/// Polls `check` until it returns Some or `timeout` passes; panics with the last value seen.
+/// [`wait_until`] that panics with the last value seen (in its `Debug` form).
 pub fn wait_for<T, L: std::fmt::Debug>(
     what: &str,
     timeout: Duration,
     mut check: impl FnMut() -> Result<T, L>,
 ) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("timed out waiting for {what}; last seen: {last:?}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
+    wait_until(what, timeout, || {
+        check().map_err(|last| format!("{last:?}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A raw socket of `kind` connected to `endpoint`.
@@ -100,21 +95,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// An HTTP/1.0 GET, or None if the server does not answer within a second.
 pub fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
+    let answer = http::get(addr, path, Duration::from_secs(1)).ok()?;
+    Some((answer.status, answer.body))
 }
 
 /// The value of one sample line of `/metrics`, e.g. `hearth_malformed_messages_total{reason="empty"}`.
@@ -130,8 +112,5 @@ pub fn metric(addr: SocketAddr, series: &str) -> f64 {
 
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    hearth_supervise::free_port().expect("free port")
 }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hearth_supervise::{wait_until, ScratchDir};
+
 use super::procs::{pair_args, BrokerProc};
 use super::writes::{parse_get_reply, WriteLog};
 use super::{free_port, metric, raw, recv, send, wait_for};
@@ -19,28 +21,20 @@ pub const PEER_HB: u64 = 200;
 /// expiries (two heartbeats each).
 pub const NOT_SERVING_FOR: Duration = Duration::from_secs(2);
 
-/// A data dir of its own under the system temp dir, removed on drop.
-pub struct DataDir(pub PathBuf);
+/// A data dir of its own (not yet existing, so the broker makes it) in a scratch dir of
+/// the system temp dir, removed on drop.
+pub struct DataDir(pub PathBuf, ScratchDir);
 
 impl DataDir {
-    /// A fresh (not yet existing) directory named after the test.
+    /// A fresh directory named after the test.
     pub fn new(name: &str) -> DataDir {
-        DataDir(std::env::temp_dir().join(format!(
-            "hearth-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        )))
+        let root = ScratchDir::new(&format!("hearth-{name}")).expect("a scratch dir");
+        DataDir(root.of("data"), root)
     }
 
     /// The path as a flag value.
     pub fn arg(&self) -> String {
         self.0.display().to_string()
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -79,20 +73,18 @@ fn until_up(
     broker: &mut BrokerProc,
     check: impl Fn(&Option<serde_json::Value>) -> bool,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Ok(Some(exit)) = broker.child.try_wait() {
-            return Err(format!("exited at start-up ({exit})"));
+    let up = wait_until("the broker to be up", T, || {
+        if let Some(exit) = broker.exit_status() {
+            return Ok(Err(format!("exited at start-up ({exit})")));
         }
         let status = broker.status();
         if check(&status) {
-            return Ok(());
+            Ok(Ok(()))
+        } else {
+            Err(format!("{status:?}"))
         }
-        if Instant::now() >= deadline {
-            return Err(format!("not up within {T:?}; last status {status:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    });
+    up.map_err(|e| e.to_string())?
 }
 
 impl Pair {
@@ -149,8 +141,7 @@ impl Pair {
     /// arguments plus `extra`; the old process, if still running, is killed first (it
     /// holds the peer port and the data dir).
     pub fn start_backup_with(&mut self, extra: &[&str]) {
-        let _ = self.backup.child.kill();
-        let _ = self.backup.child.wait();
+        self.backup.kill9();
         let mut args = self.backup_args.clone();
         args.extend(extra.iter().map(|s| s.to_string()));
         self.backup = start_broker(&args);
@@ -236,12 +227,9 @@ pub fn max_seq(found: &BTreeMap<String, (i64, u64)>) -> u64 {
 
 /// Waits until the process has exited (after SIGTERM), and returns its exit status.
 pub fn wait_exit(broker: &mut BrokerProc) -> std::process::ExitStatus {
-    let pid = broker.child.id();
+    let pid = broker.proc.pid();
     wait_for(&format!("broker {pid} to exit"), T, || {
-        match broker.child.try_wait() {
-            Ok(Some(status)) => Ok(status),
-            other => Err(format!("{other:?}")),
-        }
+        broker.exit_status().ok_or("running")
     })
 }
 
@@ -249,8 +237,8 @@ pub fn wait_exit(broker: &mut BrokerProc) -> std::process::ExitStatus {
 pub fn power_cut(a: &mut BrokerProc, b: &mut BrokerProc) {
     a.signal(libc::SIGKILL);
     b.signal(libc::SIGKILL);
-    let _ = a.child.wait();
-    let _ = b.child.wait();
+    a.kill9();
+    b.kill9();
 }
 
 /// One `state.get` of every key sent once to `frontend` (no retry elsewhere): the model,

@@ -1,30 +1,31 @@
-//! Broker processes for tests: start the real `hearth-broker` binary, signal it by PID,
-//! and kill it on drop so a failing test leaves nothing behind.
+//! Broker processes for tests: the real `hearth-broker` binary as a `hearth_supervise::Proc`
+//! (signalled only by the PID of a child not yet reaped, killed on drop so a failing test
+//! leaves nothing behind), with the endpoints it was given.
 
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use super::{free_port, wait_for};
+use hearth_supervise::{free_ports, Launch, Output, Proc};
+
+use super::wait_for;
 
 /// A `hearth-broker` child process and its endpoints.
 pub struct BrokerProc {
-    pub child: Child,
+    pub proc: Proc,
     pub frontend: String,
-    pub metrics: std::net::SocketAddr,
+    pub metrics: SocketAddr,
     args: Vec<String>,
 }
 
 impl BrokerProc {
-    /// Starts `hearth-broker` with `args` plus a frontend and metrics address on free ports.
+    /// Starts `hearth-broker` with `args` plus a frontend and metrics address on two
+    /// different free ports.
     pub fn start(args: &[String]) -> BrokerProc {
-        // Two free ports picked one after the other can be the same one: pick again.
-        let frontend_port = free_port();
-        let metrics_port = std::iter::repeat_with(free_port)
-            .find(|&p| p != frontend_port)
-            .expect("a second free port");
+        let [frontend_port, metrics_port] = free_ports().expect("two free ports");
         let frontend = format!("tcp://127.0.0.1:{frontend_port}");
-        let metrics: std::net::SocketAddr =
-            format!("127.0.0.1:{metrics_port}").parse().expect("addr");
+        let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
         let mut all = args.to_vec();
         all.extend([
             "--frontend".into(),
@@ -32,33 +33,46 @@ impl BrokerProc {
             "--metrics".into(),
             metrics.to_string(),
         ]);
-        let child = spawn(&all);
         BrokerProc {
-            child,
+            proc: spawn(&all),
             frontend,
             metrics,
             args: all,
         }
     }
 
-    /// Starts the same broker again with the same arguments (after a kill).
-    pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = spawn(&self.args);
+    /// The arguments it runs with (frontend and metrics included).
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
 
-    /// Sends `signal` to the process.
+    /// Starts the same broker again with the same arguments (killing it first if it runs).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.proc = spawn(&self.args);
+    }
+
+    /// Starts the broker again with other arguments (killing it first if it runs).
+    pub fn restart_with(&mut self, args: Vec<String>) {
+        self.args = args;
+        self.restart();
+    }
+
+    /// Sends `signal` to the process; panics if it has been reaped.
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
-        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
-        assert_eq!(rc, 0, "kill({}, {signal})", self.child.id());
+        self.proc
+            .signal(signal)
+            .unwrap_or_else(|e| panic!("signal {signal}: {e}"));
     }
 
     /// SIGKILL and reap.
-    pub fn kill9(&mut self) {
-        self.signal(libc::SIGKILL);
-        let _ = self.child.wait();
+    pub fn kill9(&mut self) -> ExitStatus {
+        self.proc.kill9().expect("kill -9 and reap")
+    }
+
+    /// How it ended, if it has.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.proc.exit_status()
     }
 
     /// The broker's `/status`, if it answers.
@@ -89,21 +103,14 @@ impl BrokerProc {
     }
 }
 
-impl Drop for BrokerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_hearth-broker"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn hearth-broker")
+fn spawn(args: &[String]) -> Proc {
+    Proc::spawn(
+        "hearth-broker",
+        Path::new(env!("CARGO_BIN_EXE_hearth-broker")),
+        args,
+        &Launch::harness(Output::Inherit),
+    )
+    .expect("spawn hearth-broker")
 }
 
 /// Arguments for one broker of a pair on the given peer ports.

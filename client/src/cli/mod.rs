@@ -4,8 +4,6 @@
 mod bench;
 mod call;
 mod internal;
-mod pair;
-mod procs;
 mod state;
 mod status;
 mod up;

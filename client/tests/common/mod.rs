@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hearth_proto::status::{BStarState, BrokerStatus, Role, ServiceStatus};
 
@@ -137,19 +137,5 @@ pub fn sample_status() -> BrokerStatus {
             queue_depth: 0,
         }],
         ..BrokerStatus::default()
-    }
-}
-
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }

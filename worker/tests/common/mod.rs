@@ -1,11 +1,11 @@
-//! A minimal RFC 7 broker for tests: a raw ROUTER on a free port, plus polling helpers.
+//! A minimal RFC 7 broker for tests: a raw ROUTER on a free port, and receiving from it
+//! with a deadline (waiting on anything else: `hearth_supervise::wait_until`).
 //!
 //! It knows nothing of hearth, so tests written against it prove the worker speaks plain
 //! MDP/0.1 to any broker. Frames are compared byte for byte.
 
 #![allow(dead_code)]
 
-use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 /// Generous bound for any single wait; tests normally finish far sooner.
@@ -145,19 +145,4 @@ pub fn reply_frames(client: &[u8], body: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut parts: Vec<&[u8]> = vec![b"", b"MDPW01", &[REPLY], client, b""];
     parts.extend_from_slice(body);
     frames(&parts)
-}
-
-/// Polls `cond` until it is `Ok`, failing with its last `Err` after `timeout`.
-pub fn wait_for<E: Debug>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Result<(), E>) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match cond() {
-            Ok(()) => return,
-            Err(e) => e,
-        };
-        if Instant::now() > deadline {
-            panic!("{what}: not true within {timeout:?}; last: {last:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

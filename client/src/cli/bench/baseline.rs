@@ -8,14 +8,20 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
+use hearth_supervise::{
+    cpu_time, free_port, loopback_endpoint, memory, Broker, BrokerArgs, Launch, Proc, Programs,
+    WorkerArgs, WorkerKind,
+};
 use serde::Serialize;
 
 use super::load::{self, Wire};
 use super::stats::{round2, LoadReport};
 use super::{outcome, BenchArgs};
-use crate::cli::procs::{self, Supervised, STARTUP};
 use crate::cli::Outcome;
+
+/// How long the relay, the broker and the workers get to come up.
+const STARTUP: Duration = Duration::from_secs(10);
 
 /// Everything `--baseline` measured, as printed and as its one JSON line.
 #[derive(Debug, Serialize)]
@@ -33,15 +39,15 @@ struct BaselineReport {
 
 /// Runs both phases and prints the comparison; exit 1 if either lost or mismatched.
 pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
-    let broker_bin = procs::sibling_binary("hearth-broker")?;
-    let worker_bin = procs::sibling_binary("hearth-worker")?;
-    let me = procs::this_binary()?;
+    let programs = Programs::siblings()?;
+    let me = std::env::current_exe().context("cannot locate the hearth binary")?;
+    let launch = Launch::terminal();
     let workers = args.workers.to_string();
 
     let (ceiling, relay_cpu) = {
         let frontend = local_endpoint()?;
         let backend = local_endpoint()?;
-        let relay = Supervised::spawn(
+        let relay = Proc::spawn(
             "relay",
             &me,
             &strings(&[
@@ -52,8 +58,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
                 "--backend",
                 &backend,
             ]),
+            &launch,
         )?;
-        let _echo = Supervised::spawn(
+        let _echo = Proc::spawn(
             "rep-echo",
             &me,
             &strings(&[
@@ -64,6 +71,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
                 "--threads",
                 &workers,
             ]),
+            &launch,
         )?;
         wait_for_relay(&frontend)?;
         let mut window = CpuWindow::new(relay.pid());
@@ -74,26 +82,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
     };
 
     let frontend = local_endpoint()?;
-    let mut broker = Supervised::spawn(
+    let mut broker = Broker::spawn(
         "hearth-broker",
-        &broker_bin,
-        &strings(&["--role", "standalone", "--frontend", &frontend]),
+        &programs.broker,
+        BrokerArgs::standalone(frontend.clone()),
+        launch.clone(),
     )?;
-    let _worker = Supervised::spawn(
+    let worker = WorkerArgs {
+        extra: strings(&["--concurrency", &workers]),
+        ..WorkerArgs::new(vec![frontend.clone()], &args.service, WorkerKind::Echo)
+    };
+    let _worker = Proc::spawn(
         "hearth-worker",
-        &worker_bin,
-        &strings(&[
-            "--broker",
-            &frontend,
-            "--service",
-            &args.service,
-            "--echo",
-            "--concurrency",
-            &workers,
-        ]),
+        &programs.worker,
+        &worker.to_args(),
+        &launch,
     )?;
-    procs::wait_for_workers(&mut broker, &frontend, &args.service, args.workers)?;
-    let mut window = CpuWindow::new(broker.pid());
+    let ctx = zmq::Context::new();
+    broker.wait_workers(&ctx, &args.service, args.workers, STARTUP)?;
+    let pid = broker.pid().context("the broker is not running")?;
+    let mut window = CpuWindow::new(pid);
     let spec = args.spec(
         &frontend,
         Wire::Mdp {
@@ -102,7 +110,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
     );
     let hearth = load::run(&spec, "hearth", &mut |open| window.mark(open))?;
     let broker_cpu = window.used();
-    let memory = procs::memory(broker.pid()).unwrap_or_default();
+    let memory = memory(pid).unwrap_or_default();
 
     let report = BaselineReport {
         ratio: if ceiling.throughput > 0.0 {
@@ -168,7 +176,7 @@ impl CpuWindow {
 
     /// Reads the counter as the window opens (`true`) or closes (`false`).
     fn mark(&mut self, open: bool) {
-        let now = procs::cpu_time(self.pid).ok();
+        let now = cpu_time(self.pid).ok();
         if open {
             self.start = now;
         } else {
@@ -187,7 +195,7 @@ fn per_request(cpu: Option<Duration>, requests: u64) -> Option<f64> {
 }
 
 fn local_endpoint() -> anyhow::Result<String> {
-    Ok(format!("tcp://127.0.0.1:{}", procs::free_port()?))
+    Ok(loopback_endpoint(free_port()?))
 }
 
 fn strings(args: &[&str]) -> Vec<String> {

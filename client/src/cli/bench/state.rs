@@ -34,13 +34,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use clap::Args;
+use hearth_supervise::{
+    install_stop_signals, memory, sibling_binary, stop_requested, Broker, Memory,
+};
 
 use super::load::{self, InOrder, InOrderSpec};
-use crate::cli::procs;
 use crate::cli::{Outcome, UsageError};
-use cluster::{Broker, Cluster};
+use cluster::Cluster;
 use exchange::{Book, Reads, Writes};
 use meter::{Meter, Watched};
 use report::{AfterLoad, ModelOnly, Settings, StateReport};
@@ -133,8 +135,8 @@ impl StateArgs {
 /// mismatched.
 pub fn run(args: &StateArgs) -> anyhow::Result<Outcome> {
     let value_len = args.validate()?;
-    let broker_bin = procs::sibling_binary("hearth-broker")?;
-    procs::install_stop_signals();
+    let broker_bin = sibling_binary("hearth-broker")?;
+    install_stop_signals();
     let mut cluster = Cluster::start(&broker_bin, args.peer_heartbeat)?;
     let book = Arc::new(Book::new(args.keys, value_len, rand::random()));
     cluster.write_once(&book)?;
@@ -142,12 +144,12 @@ pub fn run(args: &StateArgs) -> anyhow::Result<Outcome> {
     let clients = args.writers as usize;
     let writers = || (0..clients).map(|_| Writes::new(book.clone())).collect();
 
-    let passive = cluster.backup.as_ref().map(watched);
+    let passive = cluster.backup.as_ref().map(watched).transpose()?;
     let writes_paired = phase(
         &spec,
         writers(),
         "writes, pair in sync",
-        Meter::new(watched(&cluster.primary), passive),
+        Meter::new(watched(&cluster.primary)?, passive),
     )?;
     interrupted()?;
 
@@ -159,7 +161,7 @@ pub fn run(args: &StateArgs) -> anyhow::Result<Outcome> {
         &spec,
         writers(),
         "writes, passive down",
-        Meter::new(watched(&cluster.primary), None),
+        Meter::new(watched(&cluster.primary)?, None),
     )?;
     interrupted()?;
 
@@ -169,14 +171,14 @@ pub fn run(args: &StateArgs) -> anyhow::Result<Outcome> {
         &spec,
         readers,
         "reads",
-        Meter::new(watched(&cluster.primary), None),
+        Meter::new(watched(&cluster.primary)?, None),
     )?;
     interrupted()?;
 
-    let rss = procs::memory(cluster.primary.pid())?;
+    let rss = memory_of(&cluster.primary)?;
     let primary_ms = ms(cluster.restart_primary(false)?);
     let after = calls::survey(cluster.primary.frontend(), &book, false)?;
-    let rss_after = procs::memory(cluster.primary.pid())?;
+    let rss_after = memory_of(&cluster.primary)?;
     interrupted()?;
     let standalone_ms = ms(cluster.restart_primary(true)?);
     drop(cluster);
@@ -232,10 +234,10 @@ fn model_only(broker_bin: &Path, keys: u64, value_len: usize) -> anyhow::Result<
     let mut lone = Cluster::start_standalone(broker_bin)?;
     let book = Book::new(keys, value_len, rand::random());
     let filled = calls::survey(lone.primary.frontend(), &book, true)?;
-    let rss = procs::memory(lone.primary.pid())?;
+    let rss = memory_of(&lone.primary)?;
     let restart = lone.restart_primary(true)?;
     let found = calls::survey(lone.primary.frontend(), &book, false)?;
-    let rss_after = procs::memory(lone.primary.pid())?;
+    let rss_after = memory_of(&lone.primary)?;
     Ok(ModelOnly {
         keys: filled.present + filled.filled,
         rss_mb: mb(rss.rss_kib),
@@ -246,17 +248,28 @@ fn model_only(broker_bin: &Path, keys: u64, value_len: usize) -> anyhow::Result<
     })
 }
 
-fn watched(broker: &Broker) -> Watched {
-    Watched {
-        pid: broker.pid(),
-        metrics: broker.metrics(),
-    }
+fn watched(broker: &Broker) -> anyhow::Result<Watched> {
+    Ok(Watched {
+        pid: pid_of(broker)?,
+        metrics: cluster::metrics_of(broker)?,
+    })
+}
+
+fn pid_of(broker: &Broker) -> anyhow::Result<u32> {
+    broker
+        .pid()
+        .with_context(|| format!("{} is not running", broker.name()))
+}
+
+/// A running broker's resident memory.
+fn memory_of(broker: &Broker) -> anyhow::Result<Memory> {
+    Ok(memory(pid_of(broker)?)?)
 }
 
 /// Fails if Ctrl-C (or SIGTERM) came: the brokers are stopped and the data dirs removed
 /// on the way out.
 fn interrupted() -> anyhow::Result<()> {
-    if procs::stop_requested() {
+    if stop_requested() {
         bail!("interrupted");
     }
     Ok(())

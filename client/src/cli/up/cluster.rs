@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use hearth_supervise::{BrokerArgs, BrokerEndpoints, PairSpec, Side, WorkerArgs, WorkerKind};
 use serde::Deserialize;
 
-use crate::cli::pair::{BrokerEndpoints, PairSpec, Side};
 use crate::cli::UsageError;
 
 /// The embedded default cluster.
@@ -73,9 +73,30 @@ struct ClusterFile {
     peer_heartbeat: Duration,
     /// The change feeds of the primary (or standalone broker) and the backup.
     feeds: [String; 2],
-    primary: BrokerEndpoints,
-    backup: BrokerEndpoints,
+    primary: EndpointsFile,
+    backup: EndpointsFile,
     workers: Vec<WorkerGroup>,
+}
+
+/// Where one broker listens, in `up.toml` (its change feed is in `feeds`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointsFile {
+    frontend: String,
+    #[serde(default)]
+    metrics: Option<String>,
+    peer: String,
+}
+
+impl EndpointsFile {
+    fn with_feed(self, feed: String) -> BrokerEndpoints {
+        BrokerEndpoints {
+            frontend: self.frontend,
+            peer: self.peer,
+            metrics: self.metrics,
+            publish: Some(feed),
+        }
+    }
 }
 
 /// `count` identical worker processes for one service.
@@ -97,14 +118,13 @@ pub struct WorkerGroup {
 /// The cluster to run, after the overrides.
 #[derive(Debug, Clone)]
 pub struct Cluster {
-    /// The pair's brokers; the standalone broker uses the primary's frontend and metrics.
+    /// The pair's brokers; the standalone broker uses the primary's frontend, metrics and
+    /// change feed.
     pub pair: PairSpec,
     /// One standalone broker instead of the pair.
     pub standalone: bool,
     /// The worker processes to start, each registered with every broker.
     pub workers: Vec<WorkerGroup>,
-    /// The change-feed endpoints of the primary (or standalone broker) and the backup.
-    pub feeds: [String; 2],
 }
 
 impl Cluster {
@@ -113,14 +133,16 @@ impl Cluster {
     pub fn new(flags: &EndpointFlags, standalone: bool) -> anyhow::Result<Cluster> {
         let file: ClusterFile =
             toml::from_str(DEFAULT_CLUSTER).context("the embedded up.toml is invalid")?;
+        let [primary_feed, backup_feed] = file.feeds;
         let mut pair = PairSpec {
-            primary: file.primary,
-            backup: file.backup,
+            primary: file.primary.with_feed(primary_feed),
+            backup: file.backup.with_feed(backup_feed),
             peer_heartbeat: flags.peer_heartbeat.unwrap_or(file.peer_heartbeat),
             heartbeat: file.heartbeat,
             liveness: file.liveness,
+            request_expiry: None,
+            data_root: None,
         };
-        let mut feeds = file.feeds;
         if let Some(base) = flags.base_port {
             for (side, offsets) in BASE_PORT_LAYOUT {
                 let port = |offset: u16| {
@@ -128,14 +150,11 @@ impl Cluster {
                         UsageError(format!("--base-port {base} leaves no room for {side}"))
                     })
                 };
-                let endpoints = match side {
-                    Side::Primary => &mut pair.primary,
-                    Side::Backup => &mut pair.backup,
-                };
+                let endpoints = pair.endpoints_mut(side);
                 endpoints.frontend = format!("tcp://127.0.0.1:{}", port(offsets[0])?);
                 endpoints.peer = format!("tcp://127.0.0.1:{}", port(offsets[1])?);
                 endpoints.metrics = Some(format!("127.0.0.1:{}", port(offsets[2])?));
-                feeds[side.index()] = format!("tcp://127.0.0.1:{}", port(offsets[3])?);
+                endpoints.publish = Some(format!("tcp://127.0.0.1:{}", port(offsets[3])?));
             }
         }
         let set = |target: &mut String, flag: &Option<String>| {
@@ -147,8 +166,12 @@ impl Cluster {
         set(&mut pair.primary.peer, &flags.peer);
         set(&mut pair.backup.frontend, &flags.backup_frontend);
         set(&mut pair.backup.peer, &flags.backup_peer);
-        set(&mut feeds[0], &flags.feed);
-        set(&mut feeds[1], &flags.backup_feed);
+        if flags.feed.is_some() {
+            pair.primary.publish.clone_from(&flags.feed);
+        }
+        if flags.backup_feed.is_some() {
+            pair.backup.publish.clone_from(&flags.backup_feed);
+        }
         if flags.metrics.is_some() {
             pair.primary.metrics.clone_from(&flags.metrics);
         }
@@ -162,7 +185,6 @@ impl Cluster {
             pair,
             standalone,
             workers: file.workers,
-            feeds,
         };
         cluster.check()?;
         Ok(cluster)
@@ -223,10 +245,9 @@ impl Cluster {
             if let Some(metrics) = &e.metrics {
                 out.push((format!("{name} metrics"), metrics.clone()));
             }
-            out.push((
-                format!("{name} change feed"),
-                self.feeds[side.index()].clone(),
-            ));
+            if let Some(feed) = &e.publish {
+                out.push((format!("{name} change feed"), feed.clone()));
+            }
             if !self.standalone {
                 out.push((format!("{name} peer"), e.peer.clone()));
             }
@@ -239,7 +260,7 @@ impl Cluster {
         if self.standalone {
             "standalone"
         } else {
-            side.name()
+            side.role()
         }
     }
 
@@ -252,54 +273,36 @@ impl Cluster {
         }
     }
 
-    /// The standalone broker's arguments, with its data dir.
-    pub fn standalone_args(&self, data_dir: &Path) -> Vec<String> {
-        let mut args = vec![
-            "--role".to_owned(),
-            "standalone".to_owned(),
-            "--frontend".to_owned(),
-            self.pair.primary.frontend.clone(),
-        ];
-        if let Some(metrics) = &self.pair.primary.metrics {
-            args.extend(["--metrics".to_owned(), metrics.clone()]);
+    /// The standalone broker's command line, with its data dir.
+    pub fn standalone_args(&self, data_dir: &Path) -> BrokerArgs {
+        let primary = &self.pair.primary;
+        BrokerArgs {
+            metrics: primary.metrics.clone(),
+            heartbeat: Some(self.pair.heartbeat),
+            liveness: Some(self.pair.liveness),
+            data_dir: Some(data_dir.to_path_buf()),
+            publish: primary.publish.clone(),
+            ..BrokerArgs::standalone(primary.frontend.clone())
         }
-        args.extend(self.timing_args());
-        args.extend(self.state_args(Side::Primary, data_dir));
-        args
     }
 
-    /// A broker's state-model arguments: its data dir and its change feed.
-    pub fn state_args(&self, side: Side, data_dir: &Path) -> Vec<String> {
-        vec![
-            "--data-dir".to_owned(),
-            data_dir.display().to_string(),
-            "--publish".to_owned(),
-            self.feeds[side.index()].clone(),
-        ]
-    }
-
-    /// One worker's arguments: registered with every broker of the cluster.
-    pub fn worker_args(&self, group: &WorkerGroup) -> Vec<String> {
-        let mut args = Vec::new();
-        for frontend in self.frontends() {
-            args.extend(["--broker".to_owned(), frontend]);
+    /// One worker's command line: registered with every broker of the cluster.
+    pub fn worker_args(&self, group: &WorkerGroup) -> WorkerArgs {
+        WorkerArgs {
+            heartbeat: Some(self.pair.heartbeat),
+            liveness: Some(self.pair.liveness),
+            ..WorkerArgs::new(self.frontends(), &group.service, group.kind())
         }
-        args.extend(["--service".to_owned(), group.service.clone()]);
-        match &group.exec {
-            Some(command) => args.extend(["--exec".to_owned(), command.clone()]),
-            None => args.push("--echo".to_owned()),
-        }
-        args.extend(self.timing_args());
-        args
     }
+}
 
-    fn timing_args(&self) -> [String; 4] {
-        [
-            "--heartbeat".to_owned(),
-            humantime::format_duration(self.pair.heartbeat).to_string(),
-            "--liveness".to_owned(),
-            self.pair.liveness.to_string(),
-        ]
+impl WorkerGroup {
+    /// What each worker of the group does with a request.
+    pub fn kind(&self) -> WorkerKind {
+        match &self.exec {
+            Some(command) => WorkerKind::Exec(command.clone()),
+            None => WorkerKind::Echo,
+        }
     }
 }
 
@@ -338,16 +341,20 @@ mod tests {
             (c.workers[0].service.as_str(), c.workers[0].count),
             ("echo", 2)
         );
-        let primary = c.pair.broker_args(Side::Primary).join(" ");
+        let primary = c.pair.broker_args(Side::Primary).to_args().join(" ");
         assert!(
             primary.starts_with(
                 "--role primary --frontend tcp://127.0.0.1:5555 --metrics 127.0.0.1:9555 \
                  --peer-bind tcp://127.0.0.1:5556 --peer-connect tcp://127.0.0.1:5566 \
-                 --peer-heartbeat 1s --heartbeat 2s 500ms"
+                 --peer-heartbeat 1000ms --heartbeat 2500ms"
             ),
             "{primary}"
         );
-        let backup = c.pair.broker_args(Side::Backup).join(" ");
+        assert!(
+            primary.ends_with("--publish tcp://127.0.0.1:5557"),
+            "{primary}"
+        );
+        let backup = c.pair.broker_args(Side::Backup).to_args().join(" ");
         assert!(
             backup.starts_with(
                 "--role backup --frontend tcp://127.0.0.1:5565 --metrics 127.0.0.1:9565 \
@@ -355,7 +362,7 @@ mod tests {
             ),
             "{backup}"
         );
-        let worker = c.worker_args(&c.workers[0]).join(" ");
+        let worker = c.worker_args(&c.workers[0]).to_args().join(" ");
         assert!(
             worker.starts_with(
                 "--broker tcp://127.0.0.1:5555 --broker tcp://127.0.0.1:5565 --service echo --echo"
@@ -369,12 +376,12 @@ mod tests {
         let c = Cluster::new(&EndpointFlags::default(), true).unwrap();
         assert_eq!(c.frontends(), ["tcp://127.0.0.1:5555"]);
         assert_eq!(
-            c.standalone_args(Path::new("/tmp/up")).join(" "),
+            c.standalone_args(Path::new("/tmp/up")).to_args().join(" "),
             "--role standalone --frontend tcp://127.0.0.1:5555 --metrics 127.0.0.1:9555 \
-             --heartbeat 2s 500ms --liveness 3 --data-dir /tmp/up \
+             --heartbeat 2500ms --liveness 3 --data-dir /tmp/up \
              --publish tcp://127.0.0.1:5557"
         );
-        let worker = c.worker_args(&c.workers[0]).join(" ");
+        let worker = c.worker_args(&c.workers[0]).to_args().join(" ");
         assert!(
             worker.starts_with("--broker tcp://127.0.0.1:5555 --service echo"),
             "{worker}"
@@ -394,8 +401,9 @@ mod tests {
             c.pair.primary,
             BrokerEndpoints {
                 frontend: "tcp://127.0.0.1:7000".into(),
-                metrics: Some("127.0.0.1:7002".into()),
                 peer: "tcp://127.0.0.1:7001".into(),
+                metrics: Some("127.0.0.1:7002".into()),
+                publish: Some("tcp://127.0.0.1:7003".into()),
             }
         );
         assert_eq!(c.pair.backup.frontend, "tcp://127.0.0.1:7010");

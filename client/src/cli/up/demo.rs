@@ -11,8 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hearth_client::{Client, ClientConfig};
-
-use crate::cli::pair::{Observed, Pair, Side};
+use hearth_supervise::{Observed, Pair, Side};
 
 /// Time between two echo calls of the demo.
 const CALL_EVERY: Duration = Duration::from_secs(1);
@@ -50,7 +49,7 @@ impl StateLog {
 
     /// Records one broker's state; the line to print if it changed.
     pub fn set(&mut self, side: Side, state: &str) -> Option<String> {
-        let last = &mut self.last[usize::from(side == Side::Backup)];
+        let last = &mut self.last[side.index()];
         if last == state {
             return None;
         }
@@ -165,9 +164,9 @@ impl FailoverDemo {
                 states[1].state()
             ));
         };
-        let pid = pair.pid(side);
-        pair.kill9(side)
-            .map_err(|e| format!("cannot kill {side}: {e:#}"))?;
+        let pid = pair.pid(side).unwrap_or_default();
+        pair.kill_broker(side)
+            .map_err(|e| format!("cannot kill {side}: {e}"))?;
         println!("kill -9 {side} (pid {pid}), the active broker");
         if let Some(line) = log.set(side, Observed::Killed.state()) {
             println!("{line}");
@@ -186,7 +185,7 @@ impl FailoverDemo {
     /// its time has come, notices it back as passive, ends the echo calls a little later.
     pub fn tick(&mut self, pair: &mut Pair, states: &[Observed; 2]) -> anyhow::Result<()> {
         let now = Instant::now();
-        let state_of = |side: Side| states[usize::from(side == Side::Backup)].state();
+        let state_of = |side: Side| states[side.index()].state();
         match self.phase {
             Phase::Down {
                 side,
@@ -204,14 +203,14 @@ impl FailoverDemo {
                         state_of(side.other())
                     );
                 }
-                let pid = pair.restart(side)?;
+                let pid = pair.restart_broker(side)?;
                 println!("restarting {side}: pid {pid}");
                 self.phase = Phase::Returning { side };
             }
             Phase::Returning { side } if state_of(side) == "passive" => {
                 println!(
                     "{side} is back as passive; {} stays active",
-                    side.other().name()
+                    side.other().role()
                 );
                 self.phase = Phase::Back {
                     until: now + CALLS_AFTER_RETURN,
@@ -306,7 +305,7 @@ fn call_echo_every_second(brokers: &[(Side, String)], stop: &AtomicBool) {
                 let by = brokers
                     .iter()
                     .find(|(_, frontend)| frontend == client.current_broker())
-                    .map_or("?", |(side, _)| side.name());
+                    .map_or("?", |(side, _)| side.role());
                 println!("echo #{n}: answered by {by} in {} ms", took.as_millis());
             }
             Err(e) => {

@@ -2,8 +2,8 @@
 //! a Binary Star pair and echo workers registered with both brokers, or with `--standalone`
 //! one broker and the same workers — supervised until Ctrl-C, SIGTERM or `--for`.
 //!
-//! [`cluster`] turns the configuration and flags into command lines, [`crate::cli::pair`]
-//! runs the two brokers, [`demo`] shows a failover (kill -9 of the active broker on
+//! [`cluster`] turns the configuration and flags into command lines, [`hearth_supervise`]
+//! runs the processes, [`demo`] shows a failover (kill -9 of the active broker on
 //! `--kill-active-after` or `k` + Enter, and its restart). This file starts everything,
 //! waits until it is ready, proves it answers, and watches it.
 
@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hearth_client::state::Write;
 use hearth_client::Client;
+use hearth_supervise::{
+    install_stop_signals, settled, stop_requested, Broker, Launch, Observed, Pair, Programs, Reach,
+    ScratchDir, Side, Wait, WorkerSpec, Workers,
+};
 
 use self::cluster::{Cluster, EndpointFlags};
 use self::demo::{FailoverDemo, StateLog};
-use super::pair::{self, Observed, Pair, Side};
-use super::procs::{self, Supervised, GRACE, STARTUP};
 use super::{client_failure, Connection, Outcome};
 
 /// The request sent once the cluster is up, to show it works.
@@ -30,6 +32,10 @@ const GREETING: &str = "hello from hearth";
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// How long one attempt of the greeting waits for a broker before trying the other.
 const GREETING_ATTEMPT: Duration = Duration::from_secs(1);
+/// How long the children get to come up (brokers bound, workers registered).
+const STARTUP: Duration = Duration::from_secs(10);
+/// How long a child gets between SIGTERM and SIGKILL when the cluster stops.
+const GRACE: Duration = Duration::from_secs(2);
 
 /// Flags of `hearth up`; they override the embedded configuration.
 #[derive(Debug, Args)]
@@ -71,49 +77,41 @@ pub struct UpArgs {
 /// `--for`; exit 1 if a child dies without being killed on purpose.
 pub fn run(connection: &Connection, args: UpArgs) -> anyhow::Result<Outcome> {
     let cluster = Cluster::new(&args.endpoints, args.standalone)?;
-    let broker_bin = procs::sibling_binary("hearth-broker")?;
-    let worker_bin = procs::sibling_binary("hearth-worker")?;
+    let programs = Programs::siblings()?;
     cluster.check_ports_free()?;
     let data = DataRoot::new(args.data_dir.clone())?;
-    procs::install_stop_signals();
+    install_stop_signals();
     if cluster.standalone {
-        run_standalone(connection, &args, &cluster, &data, &broker_bin, &worker_bin)
+        run_standalone(connection, &args, &cluster, &data, &programs)
     } else {
-        run_pair(connection, &args, &cluster, &data, &broker_bin, &worker_bin)
+        run_pair(connection, &args, &cluster, &data, &programs)
     }
 }
 
 /// Where the brokers keep their state models: `--data-dir`, kept; or a temporary dir,
 /// removed when `hearth up` ends.
-struct DataRoot {
-    root: PathBuf,
-    temporary: bool,
+enum DataRoot {
+    Given(PathBuf),
+    Temporary(ScratchDir),
 }
 
 impl DataRoot {
     fn new(given: Option<PathBuf>) -> anyhow::Result<DataRoot> {
-        let (root, temporary) = match given {
-            Some(dir) => (dir, false),
-            None => (
-                std::env::temp_dir().join(format!("hearth-up-{}", std::process::id())),
-                true,
-            ),
-        };
-        std::fs::create_dir_all(&root)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", root.display()))?;
-        Ok(DataRoot { root, temporary })
+        Ok(match given {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+                DataRoot::Given(dir)
+            }
+            None => DataRoot::Temporary(ScratchDir::new("hearth-up")?),
+        })
     }
 
-    /// The data dir of the broker called `name` (primary, backup, standalone).
-    fn of(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-}
-
-impl Drop for DataRoot {
-    fn drop(&mut self) {
-        if self.temporary {
-            let _ = std::fs::remove_dir_all(&self.root);
+    /// The directory holding each broker's data dir, named after its role.
+    fn root(&self) -> &Path {
+        match self {
+            DataRoot::Given(dir) => dir,
+            DataRoot::Temporary(dir) => dir.path(),
         }
     }
 }
@@ -125,26 +123,33 @@ fn run_pair(
     args: &UpArgs,
     cluster: &Cluster,
     data: &DataRoot,
-    broker_bin: &Path,
-    worker_bin: &Path,
+    programs: &Programs,
 ) -> anyhow::Result<Outcome> {
-    let mut pair = Pair::spawn_with(broker_bin, &cluster.pair, |side| {
-        cluster.state_args(side, &data.of(side.name()))
-    })?;
-    let mut workers = spawn_workers(cluster, worker_bin)?;
+    let spec = hearth_supervise::PairSpec {
+        data_root: Some(data.root().to_path_buf()),
+        ..cluster.pair.clone()
+    };
+    let mut pair = Pair::spawn(spec, programs, Launch::terminal())?;
+    for group in &cluster.workers {
+        for _ in 0..group.count {
+            pair.add_worker(&WorkerSpec::new(&group.service, group.kind(), Reach::Both))?;
+        }
+    }
     for side in Side::BOTH {
         print_broker(cluster, side);
     }
     for side in Side::BOTH {
-        println!("pid {:>7}  {}", pair.pid(side), pair::process_name(side));
+        print_proc(pair.pid(side), pair.broker(side).name());
     }
-    print_workers(&workers);
+    for worker in pair.workers() {
+        print_proc(Some(worker.proc.pid()), worker.proc.name());
+    }
 
     let started = Instant::now();
-    let states = match wait_until_settled(cluster, &mut pair, &mut workers)? {
+    let states = match wait_until_settled(cluster, &mut pair)? {
         Some(states) => states,
         None => {
-            stop(&mut workers, || pair.terminate());
+            stop(|| pair.terminate(GRACE));
             return Ok(Outcome::Success);
         }
     };
@@ -177,11 +182,11 @@ fn run_pair(
     let until = args.run_for.map(|d| up_at + d);
     let mut kill_at = args.kill_active_after.map(|d| up_at + d);
     let outcome = loop {
-        if procs::stop_requested() || until.is_some_and(|u| Instant::now() >= u) {
+        if stop_requested() || until.is_some_and(|u| Instant::now() >= u) {
             break Outcome::Success;
         }
-        if let Some(failure) = unexpected_exit(&mut workers, Some(&mut pair)) {
-            eprintln!("hearth: {failure}; stopping the cluster");
+        if let Some(crashed) = pair.exited().first() {
+            eprintln!("hearth: {crashed}; stopping the cluster");
             break Outcome::Failed;
         }
         let timer_fired = kill_at.is_some_and(|at| Instant::now() >= at);
@@ -201,7 +206,7 @@ fn run_pair(
         std::thread::sleep(WATCH_EVERY);
     };
     demo.stop_calls();
-    stop(&mut workers, || pair.terminate());
+    stop(|| pair.terminate(GRACE));
     Ok(outcome)
 }
 
@@ -211,64 +216,51 @@ fn run_standalone(
     args: &UpArgs,
     cluster: &Cluster,
     data: &DataRoot,
-    broker_bin: &Path,
-    worker_bin: &Path,
+    programs: &Programs,
 ) -> anyhow::Result<Outcome> {
-    let mut broker = Supervised::spawn(
+    let launch = Launch::terminal();
+    let mut broker = Broker::spawn(
         "hearth-broker standalone",
-        broker_bin,
-        &cluster.standalone_args(&data.of("standalone")),
+        &programs.broker,
+        cluster.standalone_args(&data.root().join("standalone")),
+        launch.clone(),
     )?;
-    let mut workers = spawn_workers(cluster, worker_bin)?;
-    print_broker(cluster, Side::Primary);
-    println!("pid {:>7}  {}", broker.pid(), broker.name());
-    print_workers(&workers);
+    let mut workers = Workers::new(&programs.worker, launch);
     for group in &cluster.workers {
-        procs::wait_for_workers(
-            &mut broker,
-            &cluster.pair.primary.frontend,
-            &group.service,
-            u64::from(group.count),
-        )?;
+        let spec = WorkerSpec::new(&group.service, group.kind(), Reach::Both);
+        for _ in 0..group.count {
+            workers.add(&spec, &cluster.worker_args(group))?;
+        }
+    }
+    print_broker(cluster, Side::Primary);
+    print_proc(broker.pid(), broker.name());
+    for worker in workers.all() {
+        print_proc(Some(worker.proc.pid()), worker.proc.name());
+    }
+    let ctx = zmq::Context::new();
+    for group in &cluster.workers {
+        broker.wait_workers(&ctx, &group.service, u64::from(group.count), STARTUP)?;
     }
     greet(connection, cluster)?;
     println!("cluster up; Ctrl-C stops it");
 
     let until = args.run_for.map(|d| Instant::now() + d);
     let outcome = loop {
-        if procs::stop_requested() || until.is_some_and(|u| Instant::now() >= u) {
+        if stop_requested() || until.is_some_and(|u| Instant::now() >= u) {
             break Outcome::Success;
         }
-        let failure = broker
-            .exit_status()
-            .map(|status| format!("{} (pid {}) exited: {status}", broker.name(), broker.pid()))
-            .or_else(|| unexpected_exit(&mut workers, None));
-        if let Some(failure) = failure {
-            eprintln!("hearth: {failure}; stopping the cluster");
+        let crashed = broker.exited().or_else(|| workers.exited().next());
+        if let Some(crashed) = crashed {
+            eprintln!("hearth: {crashed}; stopping the cluster");
             break Outcome::Failed;
         }
         std::thread::sleep(WATCH_EVERY);
     };
-    stop(&mut workers, || {
-        broker.terminate(GRACE);
+    stop(|| {
+        workers.terminate(GRACE);
+        let _ = broker.terminate(GRACE);
     });
     Ok(outcome)
-}
-
-/// Starts every worker process of the cluster, each registered with every broker.
-fn spawn_workers(cluster: &Cluster, worker_bin: &Path) -> anyhow::Result<Vec<Supervised>> {
-    let mut workers = Vec::new();
-    for group in &cluster.workers {
-        for n in 1..=group.count {
-            let name = format!("hearth-worker {}#{n}", group.service);
-            workers.push(Supervised::spawn(
-                &name,
-                worker_bin,
-                &cluster.worker_args(group),
-            )?);
-        }
-    }
-    Ok(workers)
 }
 
 /// One broker's endpoints, as a line.
@@ -284,10 +276,10 @@ fn print_broker(cluster: &Cluster, side: Side) {
     println!("{line}");
 }
 
-fn print_workers(workers: &[Supervised]) {
-    for worker in workers {
-        println!("pid {:>7}  {}", worker.pid(), worker.name());
-    }
+/// One child process, as a line.
+fn print_proc(pid: Option<u32>, name: &str) {
+    let pid = pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+    println!("pid {pid:>7}  {name}");
 }
 
 /// The service the settle check and the messages name first (echo in the embedded file).
@@ -301,35 +293,22 @@ fn first_service(cluster: &Cluster) -> &str {
 /// Polls both brokers until the pair has settled (one active, one passive, each hearing the
 /// other and knowing every worker). `None` if a stop was asked for meanwhile; an error if a
 /// child exits or the pair does not settle within [`STARTUP`].
-fn wait_until_settled(
-    cluster: &Cluster,
-    pair: &mut Pair,
-    workers: &mut [Supervised],
-) -> anyhow::Result<Option<[Observed; 2]>> {
-    let mut failure = None;
-    let outcome = procs::wait_until(
-        "the pair to settle",
-        STARTUP,
-        Duration::from_millis(100),
-        || {
-            if procs::stop_requested() {
-                return Ok(None);
-            }
-            if let Some(f) = unexpected_exit(workers, Some(pair)) {
-                failure = Some(f);
-                return Ok(None);
-            }
-            let states = pair.observe_both();
-            for group in &cluster.workers {
-                pair::settled(&states, &group.service, u64::from(group.count))?;
-            }
-            Ok(Some(states))
-        },
-    )?;
-    if let Some(failure) = failure {
-        anyhow::bail!("{failure} during startup");
-    }
-    Ok(outcome)
+fn wait_until_settled(cluster: &Cluster, pair: &mut Pair) -> anyhow::Result<Option<[Observed; 2]>> {
+    let settle = Wait::new("the pair to settle", STARTUP).every(Duration::from_millis(100));
+    let outcome = settle.until(|| -> Result<_, String> {
+        if stop_requested() {
+            return Ok(Ok(None));
+        }
+        if let Some(crashed) = pair.exited().into_iter().next() {
+            return Ok(Err(anyhow::anyhow!("{crashed} during startup")));
+        }
+        let states = pair.observe_both();
+        for group in &cluster.workers {
+            settled(&states, &group.service, u64::from(group.count))?;
+        }
+        Ok(Ok(Some(states)))
+    })?;
+    outcome
 }
 
 /// One echo call through a client given every broker, printing which one answered.
@@ -396,25 +375,9 @@ fn kill_requested(commands: &Receiver<()>) -> bool {
     }
 }
 
-/// A child that exited without being killed on purpose, described for the user.
-fn unexpected_exit(workers: &mut [Supervised], pair: Option<&mut Pair>) -> Option<String> {
-    if let Some((side, pid, status)) = pair.and_then(Pair::unexpected_exit) {
-        return Some(format!(
-            "{} (pid {pid}) exited: {status}",
-            pair::process_name(side)
-        ));
-    }
-    workers.iter_mut().find_map(|w| {
-        let status = w.exit_status()?;
-        Some(format!("{} (pid {}) exited: {status}", w.name(), w.pid()))
-    })
-}
-
-/// Stops the workers first, so they leave the brokers in order, then the brokers.
-fn stop(workers: &mut [Supervised], mut stop_brokers: impl FnMut()) {
-    for worker in workers.iter_mut().rev() {
-        worker.terminate(GRACE);
-    }
-    stop_brokers();
+/// Stops the children (`stop_children`: workers first, so they leave the brokers in
+/// order, then the brokers) and says so.
+fn stop(stop_children: impl FnOnce()) {
+    stop_children();
     println!("cluster stopped");
 }

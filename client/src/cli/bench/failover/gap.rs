@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use hearth_supervise::Side;
 use serde::Serialize;
 
 use super::super::stats::{percentile, round2};
-use crate::cli::pair::Side;
 
 /// One reply a stream client received, on any of its sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

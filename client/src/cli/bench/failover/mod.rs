@@ -19,17 +19,19 @@ mod gap;
 mod report;
 mod stream;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use hearth_supervise::{
+    free_port, install_stop_signals, loopback_endpoint, settled, stop_requested, Broker,
+    BrokerArgs, Launch, Pair, PairSpec, Programs, Reach, Side, Wait, WorkerArgs, WorkerKind,
+    WorkerSpec, Workers,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::load::{self, LoadSpec, Wire};
-use crate::cli::pair::{settled, BrokerEndpoints, Pair, PairSpec, Side};
-use crate::cli::procs::{self, Supervised};
 use crate::cli::{Outcome, UsageError};
 use report::{FailoverReport, KindReport, RoundResult, Settings, ThroughputReport, ThroughputRun};
 use stream::{Stream, StreamSpec};
@@ -51,6 +53,8 @@ const QUIET_MARGIN: Duration = Duration::from_millis(10);
 const LOAD_WARMUP: Duration = Duration::from_millis(500);
 /// How long a round goes on watching after the pair settled again, in peer heartbeats.
 const AFTERMATH_HEARTBEATS: u32 = 3;
+/// How long the standalone broker and its workers get to come up.
+const STARTUP: Duration = Duration::from_secs(10);
 
 /// Flags of `hearth bench failover`.
 ///
@@ -196,18 +200,17 @@ impl Disruption {
 /// replaced broker answered.
 pub fn run(args: &FailoverArgs) -> anyhow::Result<Outcome> {
     args.validate()?;
-    let broker_bin = procs::sibling_binary("hearth-broker")?;
-    let worker_bin = procs::sibling_binary("hearth-worker")?;
-    procs::install_stop_signals();
+    let programs = Programs::siblings()?;
+    install_stop_signals();
 
     let seed = args.seed.unwrap_or_else(clock_seed);
     eprintln!("seed {seed} (replay the disruption times with --seed {seed})");
 
-    let mut standalone = Standalone::start(args, &broker_bin, &worker_bin)?;
-    let mut bench = PairBench::start(args, &broker_bin, &worker_bin, seed)?;
+    let mut standalone = Standalone::start(args, &programs)?;
+    let mut bench = PairBench::start(args, &programs, seed)?;
     standalone.wait_ready()?;
     let active = bench.wait_settled("the pair to start")?;
-    let pair_frontend = bench.spec.endpoints(active).frontend.clone();
+    let pair_frontend = bench.pair.frontend(active);
     let mut runs = Vec::new();
     for run in 1..=args.load_runs {
         for (target, frontend) in [
@@ -254,19 +257,37 @@ pub fn run(args: &FailoverArgs) -> anyhow::Result<Outcome> {
 /// idle while the pair is measured, and stopped before the rounds.
 struct Standalone {
     /// Held to be stopped on drop: first, so they leave before the broker.
-    _workers: Vec<Supervised>,
-    broker: Supervised,
+    _workers: Workers,
+    broker: Broker,
     frontend: String,
     count: u64,
 }
 
 impl Standalone {
-    fn start(args: &FailoverArgs, broker_bin: &Path, worker_bin: &Path) -> anyhow::Result<Self> {
-        let frontend = local_endpoint()?;
-        let mut broker_args = strings(&["--role", "standalone", "--frontend", &frontend]);
-        broker_args.extend(timing_args(args));
-        let broker = Supervised::spawn("hearth-broker standalone", broker_bin, &broker_args)?;
-        let workers = spawn_workers(args, worker_bin, std::slice::from_ref(&frontend))?;
+    fn start(args: &FailoverArgs, programs: &Programs) -> anyhow::Result<Self> {
+        let frontend = loopback_endpoint(free_port()?);
+        let broker_args = BrokerArgs {
+            heartbeat: Some(args.heartbeat),
+            liveness: Some(LIVENESS),
+            ..BrokerArgs::standalone(frontend.clone())
+        };
+        let launch = Launch::terminal();
+        let broker = Broker::spawn(
+            "hearth-broker standalone",
+            &programs.broker,
+            broker_args,
+            launch.clone(),
+        )?;
+        let worker = WorkerArgs {
+            heartbeat: Some(args.heartbeat),
+            liveness: Some(LIVENESS),
+            ..WorkerArgs::new(vec![frontend.clone()], SERVICE, WorkerKind::Echo)
+        };
+        let spec = WorkerSpec::new(SERVICE, WorkerKind::Echo, Reach::Both);
+        let mut workers = Workers::new(&programs.worker, launch);
+        for _ in 0..args.workers {
+            workers.add(&spec, &worker)?;
+        }
         Ok(Standalone {
             _workers: workers,
             broker,
@@ -276,50 +297,43 @@ impl Standalone {
     }
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {
-        procs::wait_for_workers(&mut self.broker, &self.frontend, SERVICE, self.count)
+        let ctx = zmq::Context::new();
+        Ok(self
+            .broker
+            .wait_workers(&ctx, SERVICE, self.count, STARTUP)?)
     }
 }
 
 /// The pair, its workers and the stream clients of one run. Fields drop in order: the
-/// clients first, then the workers, then the brokers.
+/// clients first, then the pair (its workers, then its brokers).
 struct PairBench<'a> {
     stream: Option<Stream>,
-    workers: Vec<Supervised>,
     pair: Pair,
-    spec: PairSpec,
     args: &'a FailoverArgs,
     rng: StdRng,
 }
 
 impl<'a> PairBench<'a> {
-    /// Starts the pair on free loopback ports and workers registered with both brokers.
+    /// Starts the pair on free loopback ports (no metrics, no change feeds) and workers
+    /// registered with both brokers.
     fn start(
         args: &'a FailoverArgs,
-        broker_bin: &Path,
-        worker_bin: &Path,
+        programs: &Programs,
         seed: u64,
     ) -> anyhow::Result<PairBench<'a>> {
-        let endpoints = || -> anyhow::Result<BrokerEndpoints> {
-            Ok(BrokerEndpoints {
-                frontend: local_endpoint()?,
-                metrics: None,
-                peer: local_endpoint()?,
-            })
-        };
-        let spec = PairSpec {
-            primary: endpoints()?,
-            backup: endpoints()?,
-            peer_heartbeat: args.peer_heartbeat,
-            heartbeat: args.heartbeat,
-            liveness: LIVENESS,
-        };
-        let pair = Pair::spawn(broker_bin, &spec)?;
-        let workers = spawn_workers(args, worker_bin, &spec.frontends())?;
+        let mut spec = PairSpec::loopback(args.peer_heartbeat, args.heartbeat, LIVENESS)?;
+        for side in Side::BOTH {
+            let endpoints = spec.endpoints_mut(side);
+            endpoints.metrics = None;
+            endpoints.publish = None;
+        }
+        let mut pair = Pair::spawn(spec, programs, Launch::terminal())?;
+        for _ in 0..args.workers {
+            pair.add_worker(&WorkerSpec::new(SERVICE, WorkerKind::Echo, Reach::Both))?;
+        }
         Ok(PairBench {
             stream: None,
-            workers,
             pair,
-            spec,
             args,
             rng: StdRng::seed_from_u64(seed),
         })
@@ -327,7 +341,7 @@ impl<'a> PairBench<'a> {
 
     /// Starts the stream, then the kill rounds, then the freeze rounds.
     fn run_rounds(&mut self) -> anyhow::Result<Vec<RoundResult>> {
-        let frontends = self.spec.frontends();
+        let frontends = self.pair.endpoints();
         self.stream = Some(Stream::start(&StreamSpec {
             frontends: [frontends[0].clone(), frontends[1].clone()],
             service: SERVICE.to_owned(),
@@ -366,19 +380,21 @@ impl<'a> PairBench<'a> {
         let before = self.stream()?.counts();
         let stop = self.stream()?.now();
         match kind {
-            Disruption::Kill => self.pair.kill9(active)?,
-            Disruption::Freeze => self.pair.freeze(active)?,
+            Disruption::Kill => {
+                self.pair.kill_broker(active)?;
+            }
+            Disruption::Freeze => self.pair.freeze_broker(active)?,
         }
         let quiet_from = self.stream()?.now() + QUIET_MARGIN;
         let other = active.other();
         match kind {
             Disruption::Kill => {
                 self.wait_answered_by(other, stop, kind)?;
-                self.pair.restart(active)?;
+                self.pair.spawn_broker(active)?;
             }
             Disruption::Freeze => {
                 self.watch_until(Instant::now() + self.args.freeze())?;
-                self.pair.thaw(active)?;
+                self.pair.thaw_broker(active)?;
                 self.wait_answered_by(other, stop, kind)?;
             }
         }
@@ -400,8 +416,8 @@ impl<'a> PairBench<'a> {
         Ok(RoundResult {
             kind: kind.label(),
             round,
-            stopped: active.name(),
-            active_after: active_after.name(),
+            stopped: active.role(),
+            active_after: active_after.role(),
             gap: verdict.silence.length(),
             gap_ms: ms(verdict.silence.length()),
             takeover_ms: ms(verdict.takeover.saturating_sub(stop)),
@@ -412,19 +428,14 @@ impl<'a> PairBench<'a> {
         })
     }
 
-    /// Fails at once if a broker, a worker or a stream client ended on its own.
+    /// Fails at once on Ctrl-C, or if a broker, a worker or a stream client ended on its
+    /// own.
     fn check_children(&mut self) -> anyhow::Result<()> {
-        if let Some((side, pid, status)) = self.pair.unexpected_exit() {
-            bail!("hearth-broker {side} (pid {pid}) exited on its own: {status}");
+        if stop_requested() {
+            bail!("interrupted");
         }
-        for worker in &mut self.workers {
-            if let Some(status) = worker.exit_status() {
-                bail!(
-                    "{} (pid {}) exited on its own: {status}",
-                    worker.name(),
-                    worker.pid()
-                );
-            }
+        if let Some(crashed) = self.pair.exited().first() {
+            bail!("{crashed}, on its own");
         }
         if let Some(stream) = &mut self.stream {
             if let Some(failure) = stream.failure() {
@@ -438,20 +449,18 @@ impl<'a> PairBench<'a> {
     /// answers from the active); returns the active side.
     fn wait_settled(&mut self, what: &str) -> anyhow::Result<Side> {
         let workers = self.args.workers;
-        wait_for(what, self.args.settle_timeout(), || {
-            self.check_children()?;
+        let wait = Wait::new(what, self.args.settle_timeout()).every(POLL_EVERY);
+        wait.until(|| -> Result<_, String> {
+            if let Err(fatal) = self.check_children() {
+                return Ok(Err(fatal));
+            }
             let states = self.pair.observe_both();
-            let active = match settled(&states, SERVICE, workers) {
-                Ok(active) => active,
-                Err(last) => return Ok(Err(last)),
-            };
+            let active = settled(&states, SERVICE, workers)?;
             if let Some(stream) = &self.stream {
-                if let Err(last) = stream.all_answering(active, ANSWERING) {
-                    return Ok(Err(last));
-                }
+                stream.all_answering(active, ANSWERING)?;
             }
             Ok(Ok(active))
-        })
+        })?
     }
 
     /// Waits for the first reply from `side` after `stop`.
@@ -466,90 +475,29 @@ impl<'a> PairBench<'a> {
             kind.label(),
             side.other()
         );
-        wait_for(&what, self.args.takeover_timeout(), || {
-            self.check_children()?;
-            let stream = self.stream()?;
-            Ok(match stream.first_reply_from(side, stop) {
-                Some(_) => Ok(()),
-                None => Err(format!("no reply from the {side} yet")),
-            })
-        })
+        let wait = Wait::new(&what, self.args.takeover_timeout()).every(POLL_EVERY);
+        wait.until(|| -> Result<_, String> {
+            if let Err(fatal) = self.check_children() {
+                return Ok(Err(fatal));
+            }
+            match self.stream() {
+                Ok(stream) => match stream.first_reply_from(side, stop) {
+                    Some(_) => Ok(Ok(())),
+                    None => Err(format!("no reply from the {side} yet")),
+                },
+                Err(fatal) => Ok(Err(fatal)),
+            }
+        })?
     }
 
     /// Keeps watching the children until `until`.
     fn watch_until(&mut self, until: Instant) -> anyhow::Result<()> {
         while Instant::now() < until {
-            if procs::stop_requested() {
-                bail!("interrupted");
-            }
             self.check_children()?;
             std::thread::sleep(POLL_EVERY.min(until.saturating_duration_since(Instant::now())));
         }
         Ok(())
     }
-}
-
-/// Polls `probe` until it returns `Ok(Ok(value))`; `Ok(Err(last))` means not yet, `Err` is
-/// fatal. Fails after `timeout` with `what` and the last thing seen, or on Ctrl-C.
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> anyhow::Result<Result<T, String>>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if procs::stop_requested() {
-            bail!("interrupted while waiting for {what}");
-        }
-        match probe()? {
-            Ok(value) => return Ok(value),
-            Err(last) if Instant::now() >= deadline => bail!(
-                "waiting for {what}: not within {}; last seen: {last}",
-                humantime::format_duration(timeout)
-            ),
-            Err(_) => std::thread::sleep(POLL_EVERY),
-        }
-    }
-}
-
-/// `--workers` echo workers, each registered with every broker of `frontends`.
-fn spawn_workers(
-    args: &FailoverArgs,
-    worker_bin: &Path,
-    frontends: &[String],
-) -> anyhow::Result<Vec<Supervised>> {
-    let mut worker_args = Vec::new();
-    for frontend in frontends {
-        worker_args.extend(["--broker".to_owned(), frontend.clone()]);
-    }
-    worker_args.extend(strings(&["--service", SERVICE, "--echo"]));
-    worker_args.extend(timing_args(args));
-    (1..=args.workers)
-        .map(|n| {
-            Supervised::spawn(
-                &format!("hearth-worker {SERVICE}#{n}"),
-                worker_bin,
-                &worker_args,
-            )
-        })
-        .collect()
-}
-
-fn timing_args(args: &FailoverArgs) -> Vec<String> {
-    vec![
-        "--heartbeat".to_owned(),
-        humantime::format_duration(args.heartbeat).to_string(),
-        "--liveness".to_owned(),
-        LIVENESS.to_string(),
-    ]
-}
-
-fn local_endpoint() -> anyhow::Result<String> {
-    Ok(format!("tcp://127.0.0.1:{}", procs::free_port()?))
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// A seed when none was given.

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use hearth_proto::{ClientMessage, Limits};
+use hearth_supervise::Side;
 use serde::Serialize;
 
 use super::super::payload;
 use super::gap::Reply;
-use crate::cli::pair::Side;
 
 /// The longest a client sleeps in `zmq::poll`, so that it notices an abort quickly.
 const POLL_CAP: Duration = Duration::from_millis(50);
@@ -346,7 +346,7 @@ impl LazyPirate {
         if self.current.is_none() {
             let socket = self.context.socket(zmq::DEALER)?;
             socket.set_linger(0)?;
-            let endpoint = &self.spec.frontends[side_index(self.side)];
+            let endpoint = &self.spec.frontends[self.side.index()];
             socket
                 .connect(endpoint)
                 .with_context(|| format!("cannot connect to {endpoint}"))?;
@@ -507,13 +507,5 @@ impl LazyPirate {
             answer,
             client: self.index,
         });
-    }
-}
-
-/// Index of a side in `[primary, backup]` arrays.
-fn side_index(side: Side) -> usize {
-    match side {
-        Side::Primary => 0,
-        Side::Backup => 1,
     }
 }

@@ -10,11 +10,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use hearth_supervise::procfs::{cpu_time, cpu_wait, MachineTicks};
+
 use super::super::load::InOrderReport;
 use super::super::stats::{cores, cpu_per_request as per_request, round2};
 use super::cluster::{self, FlushCounter};
 use super::report::{Cpu, Flush, Phase};
-use crate::cli::procs;
 
 /// One broker watched by a [`Meter`].
 #[derive(Debug, Clone, Copy)]
@@ -63,13 +64,13 @@ impl Meter {
     /// the edge; the HTTP questions after.
     pub fn mark(&mut self, open: bool) {
         let at = Instant::now();
-        let cpu = |pid: u32| procs::cpu_time(pid).ok();
+        let cpu = |pid: u32| cpu_time(pid).ok();
         let mut reading = Reading {
             at: Some(at),
             active_cpu: cpu(self.active.pid),
             passive_cpu: self.passive.and_then(|p| cpu(p.pid)),
             clients_cpu: cpu(std::process::id()),
-            machine: machine_ticks(),
+            machine: MachineTicks::now(),
             active_wait: cpu_wait(self.active.pid),
             passive_wait: self.passive.and_then(|p| cpu_wait(p.pid)),
             ..Reading::default()
@@ -110,7 +111,7 @@ impl Meter {
                 window,
             ),
             machine_cores: match (self.open.machine, self.close.machine) {
-                (Some(open), Some(close)) => close.busy_cores_since(open),
+                (Some(open), Some(close)) => close.busy_cores_since(open).map(round2),
                 _ => None,
             },
         };
@@ -151,88 +152,6 @@ impl Meter {
             flush: flush(self.open.active_flush, self.close.active_flush),
             passive_flush: flush(self.open.passive_flush, self.close.passive_flush),
             load: load.load,
-        }
-    }
-}
-
-/// How long the threads of `pid` have waited, ready to run, for a CPU: the second field
-/// of each `/proc/PID/task/TID/schedstat` (ns), summed. None where the kernel keeps no
-/// such figures.
-fn cpu_wait(pid: u32) -> Option<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = task.ok()?.path().join("schedstat");
-        let Ok(text) = std::fs::read_to_string(path) else {
-            continue; // a thread that just ended
-        };
-        total += text.split_whitespace().nth(1)?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(total))
-}
-
-/// The machine's CPU time from the first line of `/proc/stat`, in clock ticks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MachineTicks {
-    busy: u64,
-    idle: u64,
-}
-
-impl MachineTicks {
-    /// Busy CPUs on average since `earlier` (2 decimals).
-    fn busy_cores_since(self, earlier: MachineTicks) -> Option<f64> {
-        let busy = self.busy.checked_sub(earlier.busy)?;
-        let idle = self.idle.checked_sub(earlier.idle)?;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (busy + idle > 0).then(|| round2(busy as f64 / (busy + idle) as f64 * cpus as f64))
-    }
-}
-
-fn machine_ticks() -> Option<MachineTicks> {
-    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
-}
-
-/// `cpu  user nice system idle iowait irq softirq steal ...`: idle and iowait are idle.
-fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .take(8)
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    let [user, nice, system, idle, iowait, irq, softirq, steal] = fields[..] else {
-        return None;
-    };
-    Some(MachineTicks {
-        busy: user + nice + system + irq + softirq + steal,
-        idle: idle + iowait,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn machine_ticks_count_iowait_as_idle() {
-        let stat = "cpu  10 1 5 100 20 2 2 0 0 0\ncpu0 5 0 2 50 10 1 1 0 0 0\n";
-        assert_eq!(
-            parse_machine_ticks(stat),
-            Some(MachineTicks {
-                busy: 20,
-                idle: 120
-            })
-        );
-        assert_eq!(parse_machine_ticks("intr 1 2 3"), None);
-        assert!(machine_ticks().is_some(), "this machine's /proc/stat");
-    }
-
-    #[test]
-    fn own_cpu_wait_reads() {
-        // Kernels without schedstats give none; where there are figures, they add up.
-        if let Some(wait) = cpu_wait(std::process::id()) {
-            assert!(wait < Duration::from_secs(24 * 3600));
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Reading the Prometheus text a broker serves at `/metrics`, and the few series of it that
-//! say where a broker of a pair stands.
+//! say where a broker of a pair stands ([`BrokerSample`]): what a supervisor reads when it
+//! must not wait long on a broker that may be frozen (see [`crate::http`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::Result;
+use crate::http;
 
 /// One sample line of the exposition: `name{label="value",...} 12`.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,9 +145,8 @@ impl BrokerSample {
 
     /// GETs `/metrics` at `addr` (waiting at most `timeout` to connect and as long again
     /// for the answer) and reads the sample.
-    pub fn fetch(addr: SocketAddr, timeout: Duration) -> anyhow::Result<BrokerSample> {
-        let text = crate::cluster::http_get_within(addr, "/metrics", timeout)
-            .with_context(|| format!("reading the metrics of {addr}"))?;
+    pub fn fetch(addr: SocketAddr, timeout: Duration) -> Result<BrokerSample> {
+        let text = http::get_ok(addr, "/metrics", timeout)?;
         Ok(BrokerSample::from_text(&text))
     }
 
