@@ -168,6 +168,27 @@ impl DualActiveWatch {
         }
     }
 
+    /// The harness SIGKILLed both brokers at once (a power cut). Their depositions end at
+    /// their last quiet samples (no process is left to answer), and the processes started
+    /// next count their failovers from 0 and are not *restarted while the peer served*:
+    /// after a power cut one of them becomes active by starting up, not by a failover.
+    pub fn power_cut(&mut self) {
+        for t in &mut self.brokers {
+            if let Some(open) = t.open.take() {
+                t.closed.push(Deposition {
+                    from: open.from,
+                    until: open.last_quiet.unwrap_or(open.from),
+                    cause: open.cause,
+                });
+            }
+            t.failovers_before += t.failovers_now;
+            t.failovers_now = 0;
+            t.restarted = false;
+            t.suspect = false;
+            t.quiet = None;
+        }
+    }
+
     /// The pair was seen settled with `passive` passive: its reply count must stay at
     /// `sample.replies` until [`DualActiveWatch::quiet_end`].
     pub fn quiet_begin(&mut self, passive: Side, sample: &BrokerSample) {
@@ -379,6 +400,24 @@ mod tests {
             &sample("passive", 2, 11),
             &sample("passive", 2, 11),
         );
+        assert_eq!(w.violations().len(), 1);
+    }
+
+    #[test]
+    fn a_power_cut_ends_depositions_and_lets_a_restarted_broker_start_active() {
+        let t0 = Instant::now();
+        let mut w = DualActiveWatch::new();
+        w.killed(Side::Backup, at(t0, 100), "kill".into());
+        w.observe(Side::Backup, at(t0, 500), &sample("passive", 0, 0));
+        w.power_cut();
+        // Both restarted: the backup comes back active by starting up, with no failover.
+        w.observe(Side::Backup, at(t0, 900), &sample("active", 0, 0));
+        w.observe(Side::Backup, at(t0, 1000), &sample("active", 0, 3));
+        w.close();
+        w.check_replies(&[reply(Side::Backup, at(t0, 950), at(t0, 990))]);
+        assert!(w.violations().is_empty(), "{:?}", w.violations());
+        // A reply decided while it was deposed, before the cut, still counts.
+        w.check_replies(&[reply(Side::Backup, at(t0, 200), at(t0, 400))]);
         assert_eq!(w.violations().len(), 1);
     }
 }

@@ -1,6 +1,10 @@
 //! A harness for chaos tests: run the built hearth binaries as real processes, kill and freeze
 //! them, and count every request.
 //!
+//! The processes themselves (starting, signalling by PID, logs, the pair by side, polling
+//! with a deadline) are `hearth_supervise`'s, the layer `hearth up` and the benchmarks use
+//! too; this crate gives them a test's manners and adds what tests count.
+//!
 //! * [`bins`]: where the built `hearth-broker` and `hearth-worker` live;
 //! * [`process`]: [`Proc`], one child process that is killed and reaped when dropped, and
 //!   [`LogDir`], where the children's output goes (and is shown when a test fails);
@@ -26,13 +30,20 @@ pub mod chaos;
 pub mod cluster;
 pub mod dual_active;
 pub mod load;
-pub mod metrics;
+pub mod ops;
 pub mod pair;
 pub mod pair_scenario;
 pub mod process;
+pub mod soak;
 pub mod state_load;
+pub mod tools;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Reading a broker's `/metrics` ([`metrics::BrokerSample`]).
+pub use hearth_supervise::metrics;
+/// How often [`wait_for`] looks again.
+pub use hearth_supervise::POLL;
 
 pub use bins::bin_path;
 pub use chaos::{Summary, WorkerChaos};
@@ -79,31 +90,20 @@ pub fn chaos_duration(default: Duration) -> Duration {
     }
 }
 
-/// How often [`wait_for`] looks again.
-pub const POLL: Duration = Duration::from_millis(15);
-
-/// Polls `check` until it returns `Ok`, or fails after `timeout` with the last value seen.
+/// Polls `check` until it returns `Ok`, or fails after `timeout` with the last value seen
+/// (`hearth_supervise::wait_until`, the value in its `Debug` form).
 pub fn wait_for<T, L: std::fmt::Debug>(
     what: &str,
     timeout: Duration,
     mut check: impl FnMut() -> Result<T, L>,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(v) => return Ok(v),
-            Err(last) if Instant::now() >= deadline => {
-                anyhow::bail!("timed out after {timeout:?} waiting for {what}; last seen: {last:?}")
-            }
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
+    let outcome = hearth_supervise::wait_until(what, timeout, || {
+        check().map_err(|last| format!("{last:?}"))
+    });
+    Ok(outcome?)
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    hearth_supervise::free_port().expect("a free port on 127.0.0.1")
 }

@@ -1,0 +1,172 @@
+//! The soak's worker events: worker *slots* (each slot of the layout names the worker that
+//! now fills it, a replacement of the same spec once its worker was killed), kill -9 of a
+//! slot's worker, and a slow worker hung (SIGSTOP) while it runs a request, then thawed.
+//!
+//! Signals go to a worker only while [`crate::Pair::workers`] still holds it: a child this
+//! harness started and has not reaped, so its PID cannot have been reused.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crate::pair::WorkerSpec;
+use crate::POLL;
+
+use super::Runner;
+
+/// How long a hang waits for its worker to hold a request.
+const BUSY_WITHIN: Duration = Duration::from_secs(2);
+
+impl Runner {
+    /// kill -9 of the worker in `slot`, replaced after `down`. False if the slot's worker
+    /// has not been replaced yet.
+    pub(super) fn kill_worker(&mut self, slot: usize, down: Duration) -> anyhow::Result<bool> {
+        let Some(id) = self.slot_worker(slot) else {
+            self.log(format!("worker slot {slot} is empty: skipped"));
+            return Ok(false);
+        };
+        self.scenario.kill_workers(&[id], down)?;
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.id = None;
+        }
+        Ok(true)
+    }
+
+    /// SIGSTOP of the worker in `slot` once it holds a request (or after [`BUSY_WITHIN`]),
+    /// SIGCONT after `hold`. False if the slot's worker has not been replaced yet.
+    pub(super) fn hang_worker(&mut self, slot: usize, hold: Duration) -> anyhow::Result<bool> {
+        let Some(id) = self.slot_worker(slot) else {
+            self.log(format!("worker slot {slot} is empty: skipped"));
+            return Ok(false);
+        };
+        let Some(pid) = self.worker_pid(id) else {
+            return Ok(false);
+        };
+        let deadline = Instant::now() + BUSY_WITHIN;
+        let mut busy = has_child(pid);
+        while !busy && Instant::now() < deadline {
+            self.idle(POLL)?;
+            busy = has_child(pid);
+        }
+        self.signal_worker(id, libc::SIGSTOP);
+        let frozen_at = Instant::now();
+        self.log(format!(
+            "SIGSTOP worker {id} (pid {pid}) {}",
+            if busy {
+                "while it runs a request"
+            } else {
+                "(it held no request)"
+            }
+        ));
+        self.idle(hold)?;
+        self.signal_worker(id, libc::SIGCONT);
+        self.log(format!(
+            "SIGCONT worker {id} after {:?}",
+            frozen_at.elapsed()
+        ));
+        self.counts.hangs_mid_request += u64::from(busy);
+        let options = self.scenario.pair.options();
+        if hold > options.heartbeat * options.liveness {
+            self.counts.hangs_past_liveness += 1;
+        }
+        Ok(true)
+    }
+
+    /// The worker that fills `slot`: the one it had, if it still runs, else a running
+    /// worker of the same spec that no other slot claims (a replacement).
+    pub(super) fn slot_worker(&mut self, slot: usize) -> Option<usize> {
+        let running: Vec<(usize, WorkerSpec)> = self
+            .scenario
+            .pair
+            .workers()
+            .iter()
+            .map(|w| (w.id, w.spec.clone()))
+            .collect();
+        let is_running = |id: usize| running.iter().any(|(r, _)| *r == id);
+        let current = self.slots.get(slot)?.id;
+        if let Some(id) = current.filter(|id| is_running(*id)) {
+            return Some(id);
+        }
+        let claimed: HashSet<usize> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.id)
+            .filter(|id| is_running(*id))
+            .collect();
+        let spec = &self.slots[slot].spec;
+        let adopted = running
+            .iter()
+            .find(|(id, s)| s == spec && !claimed.contains(id))
+            .map(|(id, _)| *id);
+        self.slots[slot].id = adopted;
+        adopted
+    }
+
+    pub(super) fn worker_pid(&self, id: usize) -> Option<u32> {
+        self.scenario
+            .pair
+            .workers()
+            .iter()
+            .find(|w| w.id == id)
+            .map(|w| w.proc.pid())
+    }
+
+    /// Sends `signal` to worker `id` if the pair still holds it (by the PID of a child
+    /// the pair started and has not reaped; one that exited on its own is left alone).
+    pub(super) fn signal_worker(&self, id: usize, signal: libc::c_int) {
+        if let Some(worker) = self.scenario.pair.workers().iter().find(|w| w.id == id) {
+            let _ = worker.proc.signal(signal);
+        }
+    }
+}
+
+/// Whether process `pid` has a child (an exec worker runs one per request).
+fn has_child(pid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return false;
+        };
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| parent_of(&stat))
+            == Some(pid)
+    })
+}
+
+/// The parent PID in the text of `/proc/<pid>/stat` (after the parenthesised name, which
+/// may hold spaces: state, then ppid).
+fn parent_of(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_parent_out_of_a_stat_line() {
+        assert_eq!(parent_of("123 (sh) S 77 123 77 0 -1"), Some(77));
+        assert_eq!(parent_of("9 (a (b) c) R 1 9 9"), Some(1));
+        assert_eq!(parent_of("garbage"), None);
+    }
+
+    #[test]
+    fn sees_a_child_of_this_process() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        let seen = has_child(me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(seen);
+    }
+}
