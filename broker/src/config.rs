@@ -35,7 +35,9 @@ pub struct BrokerConfig {
     /// How long a request may wait once its service has no worker.
     #[serde(with = "humantime_serde")]
     pub request_expiry: Duration,
-    /// Largest frame accepted, in bytes; larger messages are dropped and counted.
+    /// Largest frame accepted, in bytes; larger messages are dropped and counted. Must be
+    /// more than `[state] max_request_bytes`, so that a state request at that limit is
+    /// admitted and one somewhat over it still reaches the state service for its `{error}`.
     pub max_frame_size: usize,
     /// Most frames in one message.
     pub max_frames: usize,
@@ -75,7 +77,7 @@ impl Default for BrokerConfig {
             heartbeat: Duration::from_millis(2500),
             liveness: 3,
             request_expiry: Duration::from_secs(30),
-            max_frame_size: 1024 * 1024,
+            max_frame_size: hearth_proto::DEFAULT_MAX_FRAME_SIZE,
             max_frames: 64,
             max_waiting_per_service: 1000,
             max_waiting: 1000,
@@ -139,7 +141,8 @@ pub struct BrokerArgs {
     /// How long a request waits once its service has no worker [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_expiry: Option<Duration>,
-    /// Largest frame accepted, in bytes [default: 1048576].
+    /// Largest frame accepted, in bytes; must exceed [state] max_request_bytes (4194304 by
+    /// default) [default: 8388608].
     #[arg(long, value_name = "BYTES")]
     pub max_frame_size: Option<usize>,
     /// Most frames in one message [default: 64].
@@ -267,6 +270,20 @@ impl BrokerConfig {
         if let Err(e) = self.state.validate() {
             return Err(ConfigError::Invalid(format!("[state] {}", e.0)));
         }
+        if self.max_frame_size <= self.state.max_request_bytes {
+            // DESIGN.md: the frontend's frame limit admits a state request at its limit, and
+            // a request over it is answered with an `{error}`; a frame limit at or below the
+            // request limit would drop such requests unanswered instead.
+            return Err(ConfigError::Invalid(format!(
+                "max_frame_size ({}) must be more than [state] max_request_bytes ({}), or the \
+                 frontend drops unanswered the state requests the state model would take or \
+                 answer with an {{error}}; raise max_frame_size (default {}) or lower [state] \
+                 max_request_bytes",
+                self.max_frame_size,
+                self.state.max_request_bytes,
+                hearth_proto::DEFAULT_MAX_FRAME_SIZE
+            )));
+        }
         if self.peer_heartbeat < Duration::from_millis(10)
             || self.peer_heartbeat > Duration::from_secs(60)
         {
@@ -368,6 +385,39 @@ mod tests {
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");
         }
+    }
+
+    #[test]
+    fn the_frame_limit_must_exceed_the_state_request_limit() {
+        let defaults = BrokerConfig::default();
+        assert_eq!(defaults.max_frame_size, 8 << 20);
+        assert!(defaults.max_frame_size > defaults.state.max_request_bytes);
+        // An older configuration's 1 MiB, and a frame limit equal to the request limit, are
+        // refused with a message that names both keys and the way out.
+        for size in [1 << 20, 4 << 20] {
+            let text = format!("max_frame_size = {size}\n");
+            let err = BrokerConfig::from_toml(&text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("max_frame_size ({size})")), "{err}");
+            assert!(err.contains("max_request_bytes (4194304)"), "{err}");
+            assert!(err.contains("default 8388608"), "{err}");
+        }
+        // The same from the command line.
+        let args =
+            BrokerArgs::try_parse_from(["hearth-broker", "--max-frame-size", "4194304"]).unwrap();
+        assert!(BrokerConfig::from_args(args).is_err());
+        // One byte over the request limit is enough; so is lowering the request limit.
+        BrokerConfig::from_toml("max_frame_size = 4194305\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        BrokerConfig::from_toml("max_frame_size = 1048576\n[state]\nmax_request_bytes = 524288\n")
+            .unwrap()
+            .validate()
+            .unwrap();
     }
 
     #[test]

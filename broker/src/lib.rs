@@ -78,6 +78,16 @@ fn zmq_err(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> BrokerError
     move |source| BrokerError::Zmq { context, source }
 }
 
+/// The frontend's `ZMQ_MAXMSGSIZE`: the most bytes libzmq takes in for one frame before it
+/// drops the connection. Twice `max_frame_size` (a frame between the two is counted as
+/// `frame_too_large` and dropped), at least 16 MiB.
+pub fn frontend_hard_cap(max_frame_size: usize) -> i64 {
+    max_frame_size
+        .saturating_mul(2)
+        .max(16 << 20)
+        .min(i64::MAX as usize) as i64
+}
+
 /// A running broker. Stop it with [`BrokerHandle::shutdown`]; dropping it stops it too.
 pub struct BrokerHandle {
     frontend: String,
@@ -104,13 +114,11 @@ pub fn spawn(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         .set_router_mandatory(true)
         .map_err(zmq_err("ZMQ_ROUTER_MANDATORY"))?;
     frontend.set_linger(500).map_err(zmq_err("ZMQ_LINGER"))?;
-    // Cap what libzmq buffers for one frame far above the limit the decoder counts, so an
-    // oversized frame is usually counted and dropped, and an absurd one cannot eat memory.
-    let hard_cap = config
-        .max_frame_size
-        .saturating_mul(4)
-        .max(16 << 20)
-        .min(i64::MAX as usize) as i64;
+    // Cap what libzmq buffers for one frame well above the limit the decoder counts, so an
+    // oversized frame is usually counted and dropped, and an absurd one cannot eat memory
+    // (libzmq drops the connection instead). Twice the frame limit, at least 16 MiB: with
+    // the default 8 MiB frame limit, the same 16 MiB as before that default was raised.
+    let hard_cap = frontend_hard_cap(config.max_frame_size);
     frontend
         .set_maxmsgsize(hard_cap)
         .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;

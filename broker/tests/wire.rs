@@ -148,6 +148,9 @@ fn each_malformed_shape_is_counted_and_dropped_and_the_broker_still_serves() {
     let broker = start_broker(|c| {
         c.max_frame_size = 1024;
         c.max_frames = 16;
+        // The frame limit must exceed the state request limit (and that the value limit).
+        c.state.max_request_bytes = 1000;
+        c.state.max_value_bytes = 500;
     });
     let http = broker.metrics_addr().unwrap();
     let ctx = zmq::Context::new();

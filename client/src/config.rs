@@ -22,7 +22,11 @@ pub struct ClientConfig {
     /// broker; clamped to what is left of [`ClientConfig::timeout`].
     pub attempt_timeout: Duration,
     /// Bounds applied to replies, so a hostile broker cannot make the client allocate
-    /// without limit.
+    /// without limit, and checked on requests before they are sent. By default 64 frames of
+    /// at most 8 MiB ([`hearth_proto::DEFAULT_MAX_FRAME_SIZE`], the broker's default too): a
+    /// state request of up to 4 MiB goes out, and a larger one reaches the broker to be
+    /// refused with its `{error}`. Raise `max_frame_size` to read larger replies, such as a
+    /// `state.get` of every key of a big model.
     pub limits: Limits,
 }
 

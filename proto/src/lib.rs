@@ -25,7 +25,9 @@ pub mod state;
 pub mod status;
 
 pub use error::{DecodeError, MalformedReason};
-pub use mdp::{ClientMessage, Inbound, Limits, WorkerCommand, WorkerMessage};
+pub use mdp::{
+    ClientMessage, Inbound, Limits, WorkerCommand, WorkerMessage, DEFAULT_MAX_FRAME_SIZE,
+};
 
 /// One frame of a ZeroMQ multipart message.
 pub type Frame = Vec<u8>;

@@ -24,6 +24,13 @@ pub const WORKER_HEADER: &[u8] = b"MDPW01";
 /// Longest service name accepted (RFC 7 says a service name is a short printable string).
 pub const MAX_SERVICE_NAME: usize = 255;
 
+/// The default of [`Limits::max_frame_size`]: 8 MiB. DESIGN.md promises that a state request
+/// of up to 4 MiB (the state model's `max_request_bytes`) passes the frontend's frame limit,
+/// and one somewhat larger must still reach the state service to be answered with an
+/// `{error}`: so the default frame limit is twice the request limit, in the broker, the
+/// client library and the worker alike.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 8 << 20;
+
 /// Bounds applied while decoding, so that one hostile message cannot make a peer allocate or
 /// work without limit. Checked before anything else is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +45,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_frames: 64,
-            max_frame_size: 1024 * 1024,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
         }
     }
 }

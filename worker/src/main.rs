@@ -55,7 +55,7 @@ struct Cli {
     /// Missed heartbeats before reconnecting [default: 3]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     liveness: Option<u32>,
-    /// Largest frame accepted, and largest --exec reply [default: 1048576]
+    /// Largest frame accepted, and largest --exec reply [default: 8388608]
     #[arg(long, value_name = "BYTES", value_parser = at_least_one)]
     max_frame_size: Option<usize>,
     /// TOML file with the same keys in snake_case
