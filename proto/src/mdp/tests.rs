@@ -273,6 +273,27 @@ fn frame_over_size_limit() {
 }
 
 #[test]
+fn the_default_frame_limit_admits_a_state_request_and_more() {
+    // DESIGN.md: a state request of 4 MiB passes the frontend, and one over it still reaches
+    // the state service (to be refused with an `{error}`), so the default is above 4 MiB.
+    let limits = Limits::default();
+    assert_eq!(limits.max_frame_size, DEFAULT_MAX_FRAME_SIZE);
+    assert_eq!(DEFAULT_MAX_FRAME_SIZE, 8 << 20);
+    let request = |size: usize| f(&[b"", b"MDPC01", b"state.set", &vec![b'x'; size]]);
+    for size in [4 << 20, (4 << 20) + 1, DEFAULT_MAX_FRAME_SIZE] {
+        assert!(Inbound::decode(request(size), &limits).is_ok(), "{size}");
+    }
+    assert_eq!(
+        Inbound::decode(request(DEFAULT_MAX_FRAME_SIZE + 1), &limits),
+        Err(DecodeError::FrameTooLarge {
+            index: 3,
+            size: DEFAULT_MAX_FRAME_SIZE + 1,
+            max: DEFAULT_MAX_FRAME_SIZE
+        })
+    );
+}
+
+#[test]
 fn every_reason_label_is_distinct() {
     let errors = [
         DecodeError::Empty,
