@@ -108,8 +108,7 @@ impl DualActiveWatch {
     /// over); the next process on its ports starts with no failovers.
     pub fn killed(&mut self, side: Side, at: Instant, cause: String) {
         let t = self.timeline(side);
-        t.failovers_before += t.failovers_now;
-        t.failovers_now = 0;
+        t.new_process();
         t.restarted = true;
         t.quiet = None;
         depose(t, at, 0, cause);
@@ -142,29 +141,18 @@ impl DualActiveWatch {
             open.last_quiet = Some(asked);
             return;
         }
-        let open = t.open.take().expect("checked above");
         if !open.peer_event {
             self.unexplained += 1;
         }
         t.restarted = false;
-        t.closed.push(Deposition {
-            from: open.from,
-            until: open.last_quiet.unwrap_or(open.from),
-            cause: open.cause,
-        });
+        t.end_deposition();
     }
 
     /// Closes every deposition still open at its last sample; call after a last sample of
     /// each running broker.
     pub fn close(&mut self) {
         for t in &mut self.brokers {
-            if let Some(open) = t.open.take() {
-                t.closed.push(Deposition {
-                    from: open.from,
-                    until: open.last_quiet.unwrap_or(open.from),
-                    cause: open.cause,
-                });
-            }
+            t.end_deposition();
         }
     }
 
@@ -174,15 +162,8 @@ impl DualActiveWatch {
     /// after a power cut one of them becomes active by starting up, not by a failover.
     pub fn power_cut(&mut self) {
         for t in &mut self.brokers {
-            if let Some(open) = t.open.take() {
-                t.closed.push(Deposition {
-                    from: open.from,
-                    until: open.last_quiet.unwrap_or(open.from),
-                    cause: open.cause,
-                });
-            }
-            t.failovers_before += t.failovers_now;
-            t.failovers_now = 0;
+            t.end_deposition();
+            t.new_process();
             t.restarted = false;
             t.suspect = false;
             t.quiet = None;
@@ -267,6 +248,25 @@ impl DualActiveWatch {
     /// The closed depositions of `side`.
     pub fn depositions(&self, side: Side) -> &[Deposition] {
         &self.brokers[side.index()].closed
+    }
+}
+
+impl Timeline {
+    /// Closes the open deposition, if any, at its last quiet sample.
+    fn end_deposition(&mut self) {
+        if let Some(open) = self.open.take() {
+            self.closed.push(Deposition {
+                from: open.from,
+                until: open.last_quiet.unwrap_or(open.from),
+                cause: open.cause,
+            });
+        }
+    }
+
+    /// A new process now runs on this broker's ports: its failover count starts at 0.
+    fn new_process(&mut self) {
+        self.failovers_before += self.failovers_now;
+        self.failovers_now = 0;
     }
 }
 

@@ -165,7 +165,27 @@ pub enum ReplyKind {
 }
 
 impl Tally {
+    /// The counts and examples of `tallies` together; their replies are left out.
+    pub fn counts_of<'a>(tallies: impl IntoIterator<Item = &'a Tally>) -> Tally {
+        let mut all = Tally::default();
+        for t in tallies {
+            all.add_counts(t);
+        }
+        all
+    }
+
+    /// How many first answers came via endpoint `index` of the plan (0 if none).
+    pub fn answered_via(&self, index: usize) -> u64 {
+        self.answered_via.get(index).copied().unwrap_or(0)
+    }
+
     fn merge(&mut self, other: Tally) {
+        self.add_counts(&other);
+        self.replies.extend(other.replies);
+    }
+
+    /// Adds `other`'s counts and (up to the cap) its examples, not its replies.
+    fn add_counts(&mut self, other: &Tally) {
         self.sent += other.sent;
         self.answered += other.answered;
         self.lost += other.lost;
@@ -180,12 +200,9 @@ impl Tally {
         for (mine, theirs) in self.answered_via.iter_mut().zip(&other.answered_via) {
             *mine += theirs;
         }
-        for e in other.examples {
-            if self.examples.len() < MAX_EXAMPLES {
-                self.examples.push(e);
-            }
+        for e in &other.examples {
+            self.example(e.clone());
         }
-        self.replies.extend(other.replies);
     }
 
     fn example(&mut self, text: String) {

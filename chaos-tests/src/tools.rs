@@ -3,9 +3,13 @@
 //! must run and a missing tool fails the test.
 //!
 //! `tools/test-deps.sh` installs every tool the tests use; CI runs it first.
+//!
+//! Also what the tests that run those tools share: [`run`] one to its end, [`checked`] or
+//! [`assert_clean`] its output, and a [`scratch_dir`] for the files it is given.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Env variable whose presence (any value) means "this is CI": a missing tool is a failure.
 pub const CI_ENV: &str = "CI";
@@ -71,6 +75,57 @@ pub fn find_on_path(tool: &str) -> Option<PathBuf> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs `command` to its end and returns its output (a failure to start it is a test
+/// failure).
+pub fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+}
+
+/// A tool's output bytes as text (invalid UTF-8 replaced).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The stdout of `output` as text, after asserting that it is a success (the message names
+/// `what` and shows the status, stdout and stderr).
+pub fn checked(what: &str, output: Output) -> String {
+    assert!(output.status.success(), "{}", failure(what, &output));
+    text(&output.stdout)
+}
+
+/// Asserts that `output` is a success with nothing on stdout or stderr.
+pub fn assert_clean(what: &str, output: &Output) {
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "{}",
+        failure(what, output)
+    );
+}
+
+fn failure(what: &str, output: &Output) -> String {
+    format!(
+        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
+/// A fresh, empty directory `<parent>/<name>-<pid>-<nanos>` for one test's files. Tests
+/// pass `env!("CARGO_TARGET_TMPDIR")` as `parent` (which only integration tests have): not
+/// /tmp, so that a sandbox check can tell writes under /tmp from the rest.
+pub fn scratch_dir(parent: &str, name: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = Path::new(parent).join(format!("{name}-{}-{nanos}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a scratch dir");
+    dir
 }
 
 #[cfg(test)]

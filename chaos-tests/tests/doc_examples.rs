@@ -449,17 +449,13 @@ fn after_both_die_one_waits_until_forced_active() -> anyhow::Result<()> {
         status.waiting_for_peer.is_some() && status.state != BStarState::Active,
         "{status:?}"
     );
-    let refused = hearth(
-        &[pair.endpoints()[PRIMARY].clone()],
-        "2s",
-        &["state", "get"],
-    )?;
+    let refused = hearth(&[pair.frontend(PRIMARY)], "2s", &["state", "get"])?;
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
 
     // docs/restart-rule.md: forced promotion, once the peer is known to be lost.
     assert!(pair.stop(PRIMARY).success());
     pair.start(PRIMARY, &["--force-active"])?;
-    let primary = [pair.endpoints()[PRIMARY].clone()];
+    let primary = [pair.frontend(PRIMARY)];
     let lines = ok(hearth(&primary, "5s", &["state", "get", "kitchen/temp"])?)?;
     assert!(lines.starts_with("kitchen/temp  215"), "{lines}");
     let status = pair.status(PRIMARY)?;

@@ -19,13 +19,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use hearth_chaos_tests::cluster::http_get_within;
 use hearth_chaos_tests::metrics::BrokerSample;
 use hearth_chaos_tests::ops::{dashboard_queries, fill_grafana_vars, ops_dir};
+use hearth_chaos_tests::tools::{assert_clean, checked, run, text};
 use hearth_chaos_tests::{bin_path, free_port, tools, wait_for, LogDir, Proc};
 use hearth_client::{Client, ClientConfig};
 use serde_json::Value;
@@ -39,36 +40,7 @@ const UNITS: [(&str, &str); 2] = [
 /// A fresh directory for one test's files, under the target dir's temp dir (not /tmp:
 /// the sandbox check tells writes under /tmp, which PrivateTmp= permits, from the rest).
 fn scratch_dir(test: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("hearth-ops-{test}-{}-{nanos}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("creating a scratch dir");
-    dir
-}
-
-/// Runs `command`, returning its output (a failure to start it is a test failure).
-fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Asserts that `output` is a success with nothing on stdout or stderr.
-fn assert_clean(what: &str, output: &Output) {
-    assert!(
-        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
-        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    tools::scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("hearth-ops-{test}"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -213,17 +185,12 @@ fn systemd_units_pass_systemd_analyze() {
             );
         }
         // Exposure on systemd's 0-10 scale (the threshold is in tenths): below 2.0, "OK".
-        let output = run(Command::new(&analyze)
-            .args(["security", "--offline=yes", "--threshold=20"])
-            .arg(&path));
-        assert!(
-            output.status.success(),
-            "systemd-analyze security {unit}: {}\n{}{}",
-            output.status,
-            text(&output.stdout),
-            text(&output.stderr)
+        let summary = checked(
+            &format!("systemd-analyze security {unit}"),
+            run(Command::new(&analyze)
+                .args(["security", "--offline=yes", "--threshold=20"])
+                .arg(&path)),
         );
-        let summary = text(&output.stdout);
         eprintln!(
             "{unit}: {}",
             summary.lines().last().unwrap_or("(no summary)").trim()
@@ -386,10 +353,10 @@ impl ExampleCluster {
         let peers = [free_port(), free_port()].map(|p| format!("tcp://127.0.0.1:{p}"));
         let feeds = [free_port(), free_port()].map(|p| format!("tcp://127.0.0.1:{p}"));
         let metrics = [free_port(), free_port()].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
-        let broker_args = |i: usize, file: &str| -> Vec<String> {
+        let broker_args = |i: usize, role: &str| -> Vec<String> {
             [
                 "--config",
-                &config(file),
+                &config(&format!("{role}.toml")),
                 "--frontend",
                 &frontends[i],
                 "--peer-bind",
@@ -401,28 +368,23 @@ impl ExampleCluster {
                 "--metrics",
                 &metrics[i].to_string(),
                 "--data-dir",
-                &data_root
-                    .join(file.trim_end_matches(".toml"))
-                    .display()
-                    .to_string(),
+                &data_root.join(role).display().to_string(),
             ]
             .map(str::to_owned)
             .to_vec()
         };
-        let primary = Launched::spawn(
-            "broker-primary",
-            "hearth-broker",
-            &broker_args(0, "primary.toml"),
-            &logs,
-            strace,
-        )?;
-        let backup = Launched::spawn(
-            "broker-backup",
-            "hearth-broker",
-            &broker_args(1, "backup.toml"),
-            &logs,
-            strace,
-        )?;
+        let broker = |i: usize, role: &str| {
+            let args = broker_args(i, role);
+            Launched::spawn(
+                &format!("broker-{role}"),
+                "hearth-broker",
+                &args,
+                &logs,
+                strace,
+            )
+        };
+        let primary = broker(0, "primary")?;
+        let backup = broker(1, "backup")?;
         let mut worker_args = vec!["--config".to_owned(), config("worker.toml")];
         for frontend in &frontends {
             worker_args.extend(["--broker".to_owned(), frontend.clone()]);
@@ -779,18 +741,13 @@ fn prometheus_files_pass_promtool() {
         ("test", &["rules"], "hearth-alerts.test.yml"),
     ];
     for (verb, what, file) in checks {
-        let output = run(Command::new(&promtool)
-            .arg(verb)
-            .args(what)
-            .arg(file)
-            .current_dir(ops_dir().join("prometheus")));
-        assert!(
-            output.status.success(),
-            "promtool {verb} {} {file}: {}\n{}{}",
-            what.join(" "),
-            output.status,
-            text(&output.stdout),
-            text(&output.stderr)
+        checked(
+            &format!("promtool {verb} {} {file}", what.join(" ")),
+            run(Command::new(&promtool)
+                .arg(verb)
+                .args(what)
+                .arg(file)
+                .current_dir(ops_dir().join("prometheus"))),
         );
     }
 }

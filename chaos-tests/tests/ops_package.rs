@@ -13,10 +13,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::Command;
 
 use hearth_chaos_tests::ops::{ops_dir, workspace_root};
+use hearth_chaos_tests::tools::{checked, run, text};
 use hearth_chaos_tests::{bin_path, tools};
 
 /// Lintian tags that one kind of build trips and the other does not (see the overrides
@@ -95,36 +95,8 @@ const VERBATIM: &[(&str, &str)] = &[
     ),
 ];
 
-fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn checked(what: &str, output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stdout)
-}
-
 fn scratch_dir() -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("hearth-deb-{}-{nanos}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("creating a scratch dir");
-    dir
+    tools::scratch_dir(env!("CARGO_TARGET_TMPDIR"), "hearth-deb")
 }
 
 /// Builds the package from the built (debug) binaries into `dir/out`; returns its path.

@@ -5,10 +5,14 @@
 //!
 //! The sibling binaries must be built first (`cargo build --workspace --bins`).
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{hearth_at, text};
 
 /// A built binary beside `hearth`.
 fn sibling(name: &str) -> PathBuf {
@@ -47,16 +51,7 @@ fn spawn(program: &Path, args: &[&str]) -> Running {
 }
 
 fn hearth(endpoint: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["--broker", endpoint, "--timeout", "10s"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run hearth")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    hearth_at(&[&["--broker", endpoint, "--timeout", "10s"], args].concat())
 }
 
 /// A broker and one `--exec` worker per service, all registered.

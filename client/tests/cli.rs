@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{mdp, TestBroker};
+use common::{mdp, text, TestBroker};
 
 fn hearth(args: &[&str]) -> Output {
     hearth_with_stdin(args, b"")
@@ -23,10 +23,6 @@ fn hearth_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
         .expect("start hearth");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().expect("wait for hearth")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{mdp, TestBroker};
+use common::{hearth_at, mdp, text, TestBroker};
 use hearth_broker::{BrokerConfig, BrokerHandle, Role};
 use hearth_client::feed::{FeedEvent, Follower, FollowerConfig};
 use hearth_client::state::{Value, Write};
@@ -48,18 +48,6 @@ fn hearth(home: &Home, args: &[&str]) -> Output {
     let mut all = vec!["--broker", home.broker.frontend(), "--timeout", "5s"];
     all.extend_from_slice(args);
     hearth_at(&all)
-}
-
-fn hearth_at(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run hearth")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Runs `hearth` and checks the exit code; returns stdout.

@@ -1,8 +1,9 @@
 //! Readings from Linux's `/proc`: of a process, the CPU time it used (benchmarks charge it
 //! per request), how long its threads waited for a CPU, its resident memory now and at its
 //! peak (VmHWM, which a soak reports per broker), and its run state (whether a SIGSTOP has
-//! reached every thread); of the machine, its busy and idle CPU time. The parsers are apart
-//! from the reads so they are tested on fixed text.
+//! reached every thread), and whether it has a child process (an `--exec` worker runs one
+//! per request); of the machine, its busy and idle CPU time. The parsers are apart from the
+//! reads so they are tested on fixed text.
 
 use std::time::Duration;
 
@@ -119,6 +120,25 @@ fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
     })
 }
 
+/// Whether process `pid` has a child: some process in `/proc` names it as its parent.
+/// False if `/proc` cannot be read.
+pub fn has_child(pid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let is_pid = name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        is_pid
+            && std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|stat| parse_parent(&stat))
+                == Some(pid)
+    })
+}
+
 fn read(path: &str) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::Proc {
         path: path.to_owned(),
@@ -135,6 +155,11 @@ fn after_comm(stat: &str) -> Option<&str> {
 /// Field 3 of a `stat` line: the state.
 fn parse_state(stat: &str) -> Option<char> {
     after_comm(stat)?.split_whitespace().next()?.chars().next()
+}
+
+/// Field 4 of a `stat` line: the parent's PID.
+fn parse_parent(stat: &str) -> Option<u32> {
+    after_comm(stat)?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// utime + stime (fields 14 and 15) in clock ticks.
@@ -185,6 +210,26 @@ mod tests {
         assert_eq!(parse_state(STAT), Some('T'));
         assert_eq!(parse_cpu_ticks("garbage"), None);
         assert_eq!(parse_state("1 (x)"), None);
+    }
+
+    #[test]
+    fn stat_gives_the_parent() {
+        assert_eq!(parse_parent(STAT), Some(1));
+        assert_eq!(parse_parent("123 (sh) S 77 123 77 0 -1"), Some(77));
+        assert_eq!(parse_parent("9 (a (b) c) R 1 9 9"), Some(1));
+        assert_eq!(parse_parent("garbage"), None);
+    }
+
+    #[test]
+    fn sees_a_child_of_this_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        let seen = has_child(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(seen);
     }
 
     #[test]

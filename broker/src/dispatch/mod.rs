@@ -22,6 +22,8 @@
 //!   "501"; `hearth.status` answers the broker's status in Bencode.
 
 mod builtin;
+#[cfg(test)]
+mod harness;
 mod service;
 #[cfg(test)]
 mod tests;

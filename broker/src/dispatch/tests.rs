@@ -1,51 +1,22 @@
 //! The dispatcher's rules on a fake clock: no sockets, no sleeping.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hearth_proto::{ClientMessage, Inbound, WorkerMessage};
-use prometheus::Registry;
 
+use super::harness::Harness;
 use super::*;
 
 const HB: Duration = Duration::from_millis(100);
 
-struct Harness {
-    d: Dispatcher,
-    t0: Instant,
-    registry: Registry,
-}
-
 impl Harness {
     fn new() -> Harness {
-        let registry = Registry::new();
-        let metrics = Metrics::new(&registry, hearth_proto::status::Role::Standalone).unwrap();
-        let t0 = Instant::now();
-        let config = DispatchConfig {
+        Harness::with(DispatchConfig {
             heartbeat: HB,
             liveness: 3,
             request_expiry: Duration::from_secs(1),
             ..DispatchConfig::default()
-        };
-        Harness {
-            d: Dispatcher::new(config, metrics, t0),
-            t0,
-            registry,
-        }
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.t0 + Duration::from_millis(ms)
-    }
-
-    fn worker(&mut self, ms: u64, id: &str, msg: WorkerMessage) -> Vec<Effect> {
-        let mut out = Vec::new();
-        self.d.handle(
-            self.at(ms),
-            id.as_bytes().to_vec(),
-            Inbound::Worker(msg),
-            &mut out,
-        );
-        out
+        })
     }
 
     fn ready(&mut self, ms: u64, id: &str, service: &str) -> Vec<Effect> {
@@ -58,47 +29,12 @@ impl Harness {
         )
     }
 
-    fn request(&mut self, ms: u64, client: &str, service: &str, body: &str) -> Vec<Effect> {
-        let mut out = Vec::new();
-        let msg = ClientMessage::new(service, body.as_bytes().to_vec());
-        self.d.handle(
-            self.at(ms),
-            client.as_bytes().to_vec(),
-            Inbound::Client(msg),
-            &mut out,
-        );
-        out
-    }
-
     fn reply(&mut self, ms: u64, worker: &str, client: &str, body: &str) -> Vec<Effect> {
         let msg = WorkerMessage::Reply {
             client: client.as_bytes().to_vec(),
             body: vec![body.as_bytes().to_vec()],
         };
         self.worker(ms, worker, msg)
-    }
-
-    fn tick(&mut self, ms: u64) -> Vec<Effect> {
-        let mut out = Vec::new();
-        self.d.tick(self.at(ms), &mut out);
-        out
-    }
-
-    fn metric(&self, name: &str, label: &str) -> f64 {
-        for family in self.registry.gather() {
-            if family.name() != name {
-                continue;
-            }
-            for m in family.get_metric() {
-                if m.get_label().iter().any(|l| l.value() == label) {
-                    return match family.get_field_type() {
-                        prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                        _ => m.get_gauge().get_value(),
-                    };
-                }
-            }
-        }
-        0.0
     }
 }
 
@@ -143,8 +79,8 @@ fn request_waits_for_a_worker_then_goes_to_it() {
         h.reply(20, "W1", "C1", "hi"),
         vec![reply_to("C1", "echo", "hi")]
     );
-    assert_eq!(h.metric("hearth_replies_total", "echo"), 1.0);
-    assert_eq!(h.metric("hearth_requests_total", "echo"), 1.0);
+    assert_eq!(h.sample("hearth_replies_total", "service", "echo"), 1.0);
+    assert_eq!(h.sample("hearth_requests_total", "service", "echo"), 1.0);
 }
 
 #[test]
@@ -229,8 +165,8 @@ fn silent_worker_is_dropped_and_its_request_goes_to_another() {
     let out = h.tick(300);
     assert!(out.contains(&disconnect("W1")), "{out:?}");
     assert!(out.contains(&request_to("W2", "C1", "a")), "{out:?}");
-    assert_eq!(h.metric("hearth_requeued_total", "echo"), 1.0);
-    assert_eq!(h.metric("hearth_workers", "echo"), 1.0);
+    assert_eq!(h.sample("hearth_requeued_total", "service", "echo"), 1.0);
+    assert_eq!(h.sample("hearth_workers", "service", "echo"), 1.0);
     // A late reply from the dropped worker is refused.
     assert_eq!(h.reply(310, "W1", "C1", "a"), vec![disconnect("W1")]);
 }
@@ -275,7 +211,10 @@ fn requests_expire_only_without_workers() {
         1
     );
     h.tick(1000);
-    assert_eq!(h.metric("hearth_expired_requests_total", "nobody"), 1.0);
+    assert_eq!(
+        h.sample("hearth_expired_requests_total", "service", "nobody"),
+        1.0
+    );
     assert_eq!(h.d.service_status()[0].queue_depth, 0);
 
     // With a (busy) worker alive, requests wait however long.
@@ -286,7 +225,10 @@ fn requests_expire_only_without_workers() {
         h.worker(ms - 1, "W1", WorkerMessage::Heartbeat);
         h.tick(ms);
     }
-    assert_eq!(h.metric("hearth_expired_requests_total", "busy"), 0.0);
+    assert_eq!(
+        h.sample("hearth_expired_requests_total", "service", "busy"),
+        0.0
+    );
     assert_eq!(
         h.reply(4001, "W1", "C1", "a"),
         vec![reply_to("C1", "busy", "a"), request_to("W1", "C2", "b")]
@@ -302,7 +244,10 @@ fn request_expires_after_its_service_loses_the_last_worker() {
     h.worker(500, "W1", WorkerMessage::Disconnect);
     // Both requests are older than the expiry once the worker is gone.
     h.tick(1002);
-    assert_eq!(h.metric("hearth_expired_requests_total", "echo"), 2.0);
+    assert_eq!(
+        h.sample("hearth_expired_requests_total", "service", "echo"),
+        2.0
+    );
 }
 
 #[test]
@@ -391,11 +336,11 @@ fn malformed_input_is_counted_by_reason() {
     h.d.malformed(b"P1", &DecodeError::WrongHeader);
     h.d.malformed(b"P2", &DecodeError::MissingBody);
     assert_eq!(
-        h.metric("hearth_malformed_messages_total", "wrong_header"),
+        h.sample("hearth_malformed_messages_total", "reason", "wrong_header"),
         2.0
     );
     assert_eq!(
-        h.metric("hearth_malformed_messages_total", "missing_body"),
+        h.sample("hearth_malformed_messages_total", "reason", "missing_body"),
         1.0
     );
 }
@@ -409,7 +354,11 @@ fn queue_is_bounded() {
     }
     assert_eq!(h.d.service_status()[0].queue_depth, 2);
     assert_eq!(
-        h.metric("hearth_dropped_messages_total", "service_queue_full"),
+        h.sample(
+            "hearth_dropped_messages_total",
+            "reason",
+            "service_queue_full"
+        ),
         3.0
     );
 }
@@ -440,7 +389,10 @@ fn deactivated_dispatcher_forgets_requests_and_forwards_no_reply() {
     // The worker's late reply is not forwarded, and the worker is idle again.
     assert_eq!(h.reply(3, "W1", "C1", "a"), vec![]);
     assert_eq!(h.d.service_status()[0].idle_workers, 1);
-    assert_eq!(h.metric("hearth_dropped_messages_total", "not_active"), 2.0);
+    assert_eq!(
+        h.sample("hearth_dropped_messages_total", "reason", "not_active"),
+        2.0
+    );
 }
 
 #[test]
@@ -453,13 +405,13 @@ fn paused_dispatcher_holds_replies_and_sends_them_when_active_again() {
     h.d.set_mode(Mode::Paused, h.at(3), &mut out);
     // The reply is held and nothing new is dispatched.
     assert_eq!(h.reply(4, "W1", "C1", "a"), vec![]);
-    assert_eq!(h.metric("hearth_replies_total", "echo"), 0.0);
+    assert_eq!(h.sample("hearth_replies_total", "service", "echo"), 0.0);
     h.d.set_mode(Mode::Active, h.at(5), &mut out);
     assert_eq!(
         out,
         vec![reply_to("C1", "echo", "a"), request_to("W1", "C2", "b")]
     );
-    assert_eq!(h.metric("hearth_replies_total", "echo"), 1.0);
+    assert_eq!(h.sample("hearth_replies_total", "service", "echo"), 1.0);
 }
 
 #[test]
@@ -473,7 +425,7 @@ fn paused_then_passive_drops_held_replies() {
     h.d.set_mode(Mode::Passive, h.at(4), &mut out);
     h.d.set_mode(Mode::Active, h.at(5), &mut out);
     assert_eq!(out, vec![]);
-    assert_eq!(h.metric("hearth_replies_total", "echo"), 0.0);
+    assert_eq!(h.sample("hearth_replies_total", "service", "echo"), 0.0);
 }
 
 #[test]
@@ -532,7 +484,7 @@ fn every_request_a_lost_worker_held_is_dispatched_again_in_order() {
         h.request(2, &format!("C{i}"), "quick", body);
     }
     h.worker(3, "W1", WorkerMessage::Disconnect);
-    assert_eq!(h.metric("hearth_requeued_total", "quick"), 3.0);
+    assert_eq!(h.sample("hearth_requeued_total", "service", "quick"), 3.0);
     // The service is known to be quick, so the next worker gets all three, in order.
     let out = h.ready(4, "W2", "quick");
     assert_eq!(
@@ -585,6 +537,6 @@ fn requests_workers_held_when_the_broker_stepped_down_never_run_again() {
         h.request(7, "C3", "slow", "new"),
         vec![request_to("W2", "C3", "new")]
     );
-    assert_eq!(h.metric("hearth_requeued_total", "echo"), 0.0);
-    assert_eq!(h.metric("hearth_replies_total", "slow"), 0.0);
+    assert_eq!(h.sample("hearth_requeued_total", "service", "echo"), 0.0);
+    assert_eq!(h.sample("hearth_replies_total", "service", "slow"), 0.0);
 }

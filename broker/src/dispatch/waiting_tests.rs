@@ -1,113 +1,30 @@
 //! The caps on what waits, forgetting services nobody serves, and the flood summary, on a
 //! fake clock.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hearth_proto::status::Role;
-use hearth_proto::{ClientMessage, Inbound, WorkerMessage};
-use prometheus::Registry;
+use hearth_proto::WorkerMessage;
 
+use super::harness::Harness;
 use super::waiting::{FloodCounts, FloodLog, FORGET_AFTER};
 use super::*;
 
 const EXPIRY: Duration = Duration::from_secs(1);
 
-struct Harness {
-    d: Dispatcher,
-    t0: Instant,
-    registry: Registry,
-}
-
 impl Harness {
-    fn new(per_service: usize, in_all: usize) -> Harness {
-        let registry = Registry::new();
-        let metrics = Metrics::new(&registry, Role::Standalone).expect("metrics");
-        let t0 = Instant::now();
-        let config = DispatchConfig {
+    fn capped(per_service: usize, in_all: usize) -> Harness {
+        Harness::with(DispatchConfig {
             heartbeat: Duration::from_millis(100),
             request_expiry: EXPIRY,
             max_waiting_per_service: per_service,
             max_waiting: in_all,
             prefetch: 1,
             ..DispatchConfig::default()
-        };
-        Harness {
-            d: Dispatcher::new(config, metrics, t0),
-            t0,
-            registry,
-        }
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.t0 + Duration::from_millis(ms)
-    }
-
-    fn request(&mut self, ms: u64, client: &str, service: &str) -> Vec<Effect> {
-        let mut out = Vec::new();
-        let msg = ClientMessage::new(service, b"x".to_vec());
-        self.d.handle(
-            self.at(ms),
-            client.as_bytes().to_vec(),
-            Inbound::Client(msg),
-            &mut out,
-        );
-        self.check_count();
-        out
-    }
-
-    fn worker(&mut self, ms: u64, id: &str, msg: WorkerMessage) -> Vec<Effect> {
-        let mut out = Vec::new();
-        self.d.handle(
-            self.at(ms),
-            id.as_bytes().to_vec(),
-            Inbound::Worker(msg),
-            &mut out,
-        );
-        self.check_count();
-        out
-    }
-
-    fn tick(&mut self, ms: u64) -> Vec<Effect> {
-        let mut out = Vec::new();
-        self.d.tick(self.at(ms), &mut out);
-        self.check_count();
-        out
-    }
-
-    /// The count of requests waiting for services with no worker, kept as they come and
-    /// go, always equals the count afresh.
-    fn check_count(&self) {
-        let (kept, counted) = self.d.unserved_recount();
-        assert_eq!(
-            kept, counted,
-            "requests waiting for services with no worker"
-        );
+        })
     }
 
     fn dropped(&self, reason: DropReason) -> f64 {
         self.sample("hearth_dropped_messages_total", "reason", reason.as_str())
-    }
-
-    /// The value of `name{label="value"}`, or None if the series does not exist.
-    fn series(&self, name: &str, label: &str, value: &str) -> Option<f64> {
-        let family = self
-            .registry
-            .gather()
-            .into_iter()
-            .find(|f| f.name() == name)?;
-        let metric = family.get_metric().iter().find(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == label && l.value() == value)
-        })?;
-        Some(match family.get_field_type() {
-            prometheus::proto::MetricType::COUNTER => metric.get_counter().get_value(),
-            _ => metric.get_gauge().get_value(),
-        })
-    }
-
-    fn sample(&self, name: &str, label: &str, value: &str) -> f64 {
-        self.series(name, label, value).unwrap_or(0.0)
     }
 
     fn waiting(&self) -> u64 {
@@ -123,9 +40,9 @@ fn ready(service: &str) -> WorkerMessage {
 
 #[test]
 fn one_service_holds_at_most_its_cap() {
-    let mut h = Harness::new(3, 100);
+    let mut h = Harness::capped(3, 100);
     for i in 0..10 {
-        h.request(i, &format!("C{i}"), "lights");
+        h.request(i, &format!("C{i}"), "lights", "x");
     }
     assert_eq!(h.d.service_status()[0].queue_depth, 3);
     assert_eq!(h.dropped(DropReason::ServiceQueueFull), 7.0);
@@ -136,9 +53,9 @@ fn one_service_holds_at_most_its_cap() {
 
 #[test]
 fn invented_names_wait_at_most_the_cap_in_all() {
-    let mut h = Harness::new(2, 5);
+    let mut h = Harness::capped(2, 5);
     for i in 0..20 {
-        h.request(i, &format!("C{i}"), &format!("invented-{i}"));
+        h.request(i, &format!("C{i}"), &format!("invented-{i}"), "x");
     }
     assert_eq!(h.waiting(), 5);
     assert_eq!(h.d.service_status().len(), 5, "no entry for a dropped name");
@@ -165,18 +82,18 @@ fn invented_names_wait_at_most_the_cap_in_all() {
 
 #[test]
 fn a_served_service_still_queues_when_invented_names_filled_the_cap() {
-    let mut h = Harness::new(10, 3);
+    let mut h = Harness::capped(10, 3);
     h.worker(0, "W1", ready("echo"));
     // The one worker is busy with the first request.
-    let out = h.request(1, "C0", "echo");
+    let out = h.request(1, "C0", "echo", "x");
     assert_eq!(out.len(), 1, "{out:?}");
     for i in 0..10 {
-        h.request(2, &format!("J{i}"), &format!("junk-{i}"));
+        h.request(2, &format!("J{i}"), &format!("junk-{i}"), "x");
     }
     assert_eq!(h.dropped(DropReason::QueueFull), 7.0);
     // Requests for the served service queue behind the busy worker, up to their own cap.
     for i in 1..4 {
-        h.request(3, &format!("C{i}"), "echo");
+        h.request(3, &format!("C{i}"), "echo", "x");
     }
     let echo = |h: &Harness| {
         h.d.service_status()
@@ -200,19 +117,19 @@ fn a_served_service_still_queues_when_invented_names_filled_the_cap() {
 
 #[test]
 fn the_count_follows_workers_that_come_and_go() {
-    let mut h = Harness::new(10, 4);
+    let mut h = Harness::capped(10, 4);
     for i in 0..3 {
-        h.request(i, &format!("C{i}"), "lights");
+        h.request(i, &format!("C{i}"), "lights", "x");
     }
-    h.request(3, "C3", "other");
+    h.request(3, "C3", "other", "x");
     assert_eq!(h.d.unserved_recount().0, 4);
-    assert_eq!(h.request(4, "C4", "more"), vec![]);
+    assert_eq!(h.request(4, "C4", "more", "x"), vec![]);
     assert_eq!(h.dropped(DropReason::QueueFull), 1.0);
     // A worker for lights takes one request; the other two now wait for a served
     // service, which frees room for names nobody serves.
     h.worker(5, "W1", ready("lights"));
     assert_eq!(h.d.unserved_recount().0, 1);
-    h.request(6, "C5", "more");
+    h.request(6, "C5", "more", "x");
     assert_eq!(h.d.unserved_recount().0, 2);
     // The worker leaves: its request goes back, and the queue waits for no worker again.
     h.worker(7, "W1", WorkerMessage::Disconnect);
@@ -222,13 +139,13 @@ fn the_count_follows_workers_that_come_and_go() {
 
 #[test]
 fn invented_names_are_forgotten_soon_after_they_expire() {
-    let mut h = Harness::new(10, 100);
+    let mut h = Harness::capped(10, 100);
     h.worker(0, "W1", ready("echo"));
     h.worker(1, "W1", WorkerMessage::Disconnect);
     for i in 0..50 {
-        h.request(10, &format!("C{i}"), &format!("invented-{i}"));
+        h.request(10, &format!("C{i}"), &format!("invented-{i}"), "x");
     }
-    h.request(10, "C", "echo");
+    h.request(10, "C", "echo", "x");
     assert_eq!(h.d.service_status().len(), 51);
     let expiry_ms = EXPIRY.as_millis() as u64;
     h.tick(10 + expiry_ms);
@@ -260,12 +177,12 @@ fn invented_names_are_forgotten_soon_after_they_expire() {
 
 #[test]
 fn a_name_asked_again_while_kept_is_not_forgotten_under_its_requests() {
-    let mut h = Harness::new(10, 100);
+    let mut h = Harness::capped(10, 100);
     let forget_ms = FORGET_AFTER.as_millis() as u64;
-    h.request(0, "C1", "typo");
+    h.request(0, "C1", "typo", "x");
     h.tick(1000);
     assert_eq!(h.waiting(), 0);
-    h.request(forget_ms + 500, "C2", "typo");
+    h.request(forget_ms + 500, "C2", "typo", "x");
     h.tick(1000 + forget_ms);
     assert_eq!(h.waiting(), 1, "the second request still waits");
     h.tick(1500 + forget_ms);
@@ -284,10 +201,15 @@ fn a_name_asked_again_while_kept_is_not_forgotten_under_its_requests() {
 fn more_names_kept_than_may_wait_are_forgotten_at_once() {
     // A short expiry lets many names through the waiting room in little time: however
     // many, no more than `max_waiting` are kept once empty.
-    let mut h = Harness::new(10, 20);
+    let mut h = Harness::capped(10, 20);
     for round in 0..3u64 {
         for i in 0..20 {
-            h.request(round * 1000, &format!("C{i}"), &format!("r{round}-{i}"));
+            h.request(
+                round * 1000,
+                &format!("C{i}"),
+                &format!("r{round}-{i}"),
+                "x",
+            );
         }
         h.tick(round * 1000 + 1000);
         assert!(h.d.service_status().len() <= 20, "round {round}");
@@ -297,9 +219,9 @@ fn more_names_kept_than_may_wait_are_forgotten_at_once() {
 
 #[test]
 fn a_broker_that_steps_down_forgets_what_waited_and_the_names() {
-    let mut h = Harness::new(10, 100);
+    let mut h = Harness::capped(10, 100);
     for i in 0..5 {
-        h.request(i, &format!("C{i}"), &format!("invented-{i}"));
+        h.request(i, &format!("C{i}"), &format!("invented-{i}"), "x");
     }
     let mut out = Vec::new();
     h.d.set_mode(Mode::Passive, h.at(10), &mut out);
@@ -312,10 +234,10 @@ fn a_broker_that_steps_down_forgets_what_waited_and_the_names() {
 
 #[test]
 fn expiry_passes_are_spaced_however_many_deadlines_there_are() {
-    let mut h = Harness::new(10, 1000);
+    let mut h = Harness::capped(10, 1000);
     // Requests one millisecond apart would each make a pass over every service.
     for i in 0..200 {
-        h.request(i, &format!("C{i}"), &format!("n{i}"));
+        h.request(i, &format!("C{i}"), &format!("n{i}"), "x");
     }
     h.tick(1000);
     let first = h.d.next_deadline();
@@ -364,9 +286,9 @@ fn the_flood_log_says_it_once_per_interval() {
 
 #[test]
 fn expiries_and_drops_are_logged_as_one_summary() {
-    let mut h = Harness::new(1, 3);
+    let mut h = Harness::capped(1, 3);
     for i in 0..10 {
-        h.request(0, &format!("C{i}"), &format!("n{}", i % 5));
+        h.request(0, &format!("C{i}"), &format!("n{}", i % 5), "x");
     }
     // The first drop makes a summary due at once; the tick takes it.
     assert_eq!(h.d.next_deadline(), h.at(0));

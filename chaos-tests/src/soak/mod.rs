@@ -31,7 +31,7 @@ use crate::pair::{Pair, PairOptions, Side};
 use crate::pair_scenario::PairScenario;
 
 use epochs::StateEpochs;
-use report::{longest_silence, overlapping, CallCounts, Silence, SoakReport};
+use report::{longest_silence, overlapping, Silence, SoakReport};
 use runner::{describe, Runner};
 use schedule::{schedule, worker_layout, Planned};
 
@@ -227,7 +227,7 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakReport> {
         events: runner.counts.clone(),
         worker_restarts: runner.scenario.counts.worker_restarts,
         longest_call: callers.max_latency,
-        calls: call_counts([&callers, &probes]),
+        calls: Tally::counts_of([&callers, &probes]),
         silence: Some(silence),
         state: epochs.totals().clone(),
         failovers: runner.scenario.watch.failovers(),
@@ -283,29 +283,6 @@ fn caller_plans(callers: usize, slow_workers: usize) -> Vec<ClientPlan> {
         .collect();
     plans.push(ClientPlan::new("slow", slow_workers.max(1), Duration::ZERO).traced());
     plans
-}
-
-/// The counts of the loads, together.
-fn call_counts<const N: usize>(tallies: [&Tally; N]) -> CallCounts {
-    let mut c = CallCounts::default();
-    for t in tallies {
-        c.sent += t.sent;
-        c.answered += t.answered;
-        c.lost += t.lost;
-        c.duplicated += t.duplicated;
-        c.mismatched += t.mismatched;
-        c.resent += t.resent;
-        for (i, n) in t.answered_via.iter().take(2).enumerate() {
-            c.answered_via[i] += n;
-        }
-        c.examples.extend(
-            t.examples
-                .iter()
-                .take(8usize.saturating_sub(c.examples.len()))
-                .cloned(),
-        );
-    }
-    c
 }
 
 #[cfg(test)]

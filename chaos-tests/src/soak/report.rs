@@ -8,33 +8,13 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::load::Tally;
 use crate::pair::Side;
 
 use super::epochs::StateTotals;
 use super::rss::BrokerMemory;
 use super::runner::{EventCounts, Span};
 use super::schedule::EventKind;
-
-/// The request load's counts, callers and probes together.
-#[derive(Debug, Clone, Default)]
-pub struct CallCounts {
-    /// Distinct requests sent.
-    pub sent: u64,
-    /// Distinct requests answered.
-    pub answered: u64,
-    /// Requests never answered (the run drained them, up to its drain time).
-    pub lost: u64,
-    /// Second answers to an answered request (at-least-once allows them).
-    pub duplicated: u64,
-    /// Replies that match no request sent: always a bug.
-    pub mismatched: u64,
-    /// Requests resent to the other broker after a try timed out.
-    pub resent: u64,
-    /// First answers per broker, primary first.
-    pub answered_via: [u64; 2],
-    /// A few lost or mismatched requests.
-    pub examples: Vec<String>,
-}
 
 /// The longest time during which no caller received any answer.
 #[derive(Debug, Clone)]
@@ -66,8 +46,10 @@ pub struct SoakReport {
     pub events: EventCounts,
     /// Replacement workers started.
     pub worker_restarts: u64,
-    /// The request load's counts.
-    pub calls: CallCounts,
+    /// The request load's counts, callers and probes together (its replies left out);
+    /// `answered_via` is primary first. Lost requests were never answered up to the
+    /// drain time; mismatched replies match no request sent: always a bug.
+    pub calls: Tally,
     /// The longest a call of a regular caller (1 s per try, then the other broker) took
     /// from its first send to its answer: the longest wait a client saw.
     pub longest_call: Duration,
@@ -185,7 +167,11 @@ impl SoakReport {
             "calls sent / answered",
             format!(
                 "{} / {} (primary {}, backup {}; {} resent)",
-                c.sent, c.answered, c.answered_via[0], c.answered_via[1], c.resent
+                c.sent,
+                c.answered,
+                c.answered_via(0),
+                c.answered_via(1),
+                c.resent
             ),
             if c.answered == c.sent { "ok" } else { "FAIL" },
         );
@@ -446,10 +432,10 @@ mod tests {
             reached: 30,
             events: EventCounts::default(),
             worker_restarts: 3,
-            calls: CallCounts {
+            calls: Tally {
                 sent: 10,
                 answered: 10,
-                ..CallCounts::default()
+                ..Tally::default()
             },
             longest_call: Duration::from_millis(1_234),
             silence: None,

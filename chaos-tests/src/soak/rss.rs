@@ -11,22 +11,12 @@ use std::collections::BTreeSet;
 use crate::pair::{Pair, Side};
 
 /// The memory figures of one reading, in KiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Memory {
-    /// `VmHWM`: the peak resident set of the process so far.
-    pub hwm_kib: u64,
-    /// `VmRSS`: the resident set now.
-    pub rss_kib: u64,
-}
+pub use hearth_supervise::Memory;
 
 /// Reads the memory of process `pid` (`hearth_supervise::memory`); None if it is gone or
 /// `/proc` says nothing.
 pub fn read(pid: u32) -> Option<Memory> {
-    let m = hearth_supervise::memory(pid).ok()?;
-    Some(Memory {
-        hwm_kib: m.hwm_kib,
-        rss_kib: m.rss_kib,
-    })
+    hearth_supervise::memory(pid).ok()
 }
 
 /// The peak memory of one broker over its processes.

@@ -1,72 +1,70 @@
-//! A Binary Star pair with data dirs, driven the way the operator's docs drive one: started,
-//! stopped with SIGTERM (what `systemctl stop` sends), killed, and asked with the `hearth`
-//! command line. Each broker keeps its ports and its data dir across restarts; the data
-//! dirs live in the test's log directory, removed when the test passed.
+//! A Binary Star pair with data dirs, driven the way the operator's docs drive one: started
+//! one broker at a time, stopped with SIGTERM (what `systemctl stop` sends), killed, and
+//! asked with the `hearth` command line. It is `hearth_supervise::Pair` with no workers, no
+//! `/metrics` and no change feed: each broker keeps its ports and its data dir across
+//! restarts; the data dirs live in the test's log directory, removed when the test passed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
-use hearth_chaos_tests::{bin_path, free_port, wait_for, LogDir, Proc};
+use anyhow::{bail, Context};
+use hearth_chaos_tests::{bin_path, wait_for, LogDir};
 use hearth_proto::status::{BStarState, BrokerStatus};
+use hearth_supervise::{Launch, Pair, PairSpec, Programs, Side};
 
-use super::status_of;
-
-/// The primary's index.
-pub const PRIMARY: usize = 0;
-/// The backup's index.
-pub const BACKUP: usize = 1;
+/// The primary.
+pub const PRIMARY: Side = Side::Primary;
+/// The backup.
+pub const BACKUP: Side = Side::Backup;
 
 /// How long a broker may take to answer `hearth.status` after it was started.
 const STARTS_WITHIN: Duration = Duration::from_secs(10);
-
-struct Member {
-    role: &'static str,
-    frontend_port: u16,
-    peer_port: u16,
-    data_dir: PathBuf,
-    proc: Option<Proc>,
-    starts: usize,
-}
+/// How long one `hearth.status` question may take.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long `systemctl stop` waits for a clean exit before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Two brokers, `--role primary` and `--role backup`, on loopback ports.
 pub struct DocPair {
     // Fields drop in order: the processes first, then the logs (and data dirs).
-    members: [Member; 2],
+    pair: Pair,
     logs: LogDir,
 }
 
 impl DocPair {
-    /// Ports and data dirs for a pair; nothing is started.
+    /// Ports and data dirs for a pair (a 300 ms peer heartbeat, 500 ms to workers);
+    /// nothing is started.
     pub fn new(test: &str) -> anyhow::Result<DocPair> {
         let logs = LogDir::new(test)?;
-        let member = |role: &'static str| Member {
-            role,
-            frontend_port: free_port(),
-            peer_port: free_port(),
-            data_dir: logs.path().join(format!("{role}-data")),
-            proc: None,
-            starts: 0,
+        let mut spec = PairSpec {
+            data_root: Some(logs.path().to_path_buf()),
+            ..PairSpec::loopback(Duration::from_millis(300), Duration::from_millis(500), 3)?
         };
-        Ok(DocPair {
-            members: [member("primary"), member("backup")],
-            logs,
-        })
+        for side in Side::BOTH {
+            let endpoints = spec.endpoints_mut(side);
+            endpoints.metrics = None;
+            endpoints.publish = None;
+        }
+        let pair = Pair::new(spec, &Programs::built()?, Launch::harness(logs.output()));
+        Ok(DocPair { pair, logs })
     }
 
     /// Both frontends, primary first.
     pub fn endpoints(&self) -> Vec<String> {
-        (0..2).map(|i| self.frontend(i)).collect()
+        self.pair.endpoints()
     }
 
-    fn frontend(&self, side: usize) -> String {
-        format!("tcp://127.0.0.1:{}", self.members[side].frontend_port)
+    /// The frontend of `side`.
+    pub fn frontend(&self, side: Side) -> String {
+        self.pair.frontend(side)
     }
 
     /// The data dir of `side`.
-    pub fn data_dir(&self, side: usize) -> &Path {
-        &self.members[side].data_dir
+    pub fn data_dir(&self, side: Side) -> PathBuf {
+        self.pair
+            .data_dir(side)
+            .expect("DocPair::new gives each broker a data dir")
     }
 
     /// Where the logs (and data dirs) are.
@@ -80,70 +78,50 @@ impl DocPair {
     }
 
     /// Starts `side` with `extra` flags and waits until it answers `hearth.status`.
-    pub fn start(&mut self, side: usize, extra: &[&str]) -> anyhow::Result<()> {
-        let peer = self.members[1 - side].peer_port;
-        let me = &self.members[side];
-        if me.proc.is_some() {
-            bail!("the {} is running", me.role);
+    pub fn start(&mut self, side: Side, extra: &[&str]) -> anyhow::Result<()> {
+        let ctx = self.pair.context().clone();
+        let broker = self.pair.broker_mut(side);
+        if broker.is_up() {
+            bail!("the {side} is running");
         }
-        let mut args: Vec<String> = [
-            "--role",
-            me.role,
-            "--frontend",
-            &self.frontend(side),
-            "--peer-bind",
-            &format!("tcp://127.0.0.1:{}", me.peer_port),
-            "--peer-connect",
-            &format!("tcp://127.0.0.1:{peer}"),
-            "--peer-heartbeat",
-            "300ms",
-            "--heartbeat",
-            "500ms",
-            "--data-dir",
-            &me.data_dir.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let name = format!("broker-{}-{}", me.role, me.starts + 1);
-        let mut proc = Proc::spawn(&name, &bin_path("hearth-broker"), &args, &self.logs)?;
-        let frontend = self.frontend(side);
-        let up = wait_for(&format!("{name} to answer"), STARTS_WITHIN, || {
-            if let Some(status) = proc.try_status() {
-                return Ok(Err(anyhow!("{name} exited with {status}")));
-            }
-            status_of(&frontend).map(Ok).map_err(|e| format!("{e:#}"))
-        })?;
-        up.with_context(|| format!("logs in {}", self.logs.path().display()))?;
-        let me = &mut self.members[side];
-        me.proc = Some(proc);
-        me.starts += 1;
+        broker.args_mut().extra = extra.iter().map(|s| s.to_string()).collect();
+        broker.start()?;
+        let up = broker.wait_ready(&format!("the {side} to answer"), STARTS_WITHIN, |b| {
+            b.status(&ctx, STATUS_TIMEOUT).map_err(|e| e.to_string())
+        });
+        if let Err(e) = up {
+            self.kill(side);
+            return Err(e).with_context(|| format!("logs in {}", self.logs.path().display()));
+        }
         Ok(())
     }
 
     /// Stops `side` as `systemctl stop` does (SIGTERM; SIGKILL after 10 s).
-    pub fn stop(&mut self, side: usize) -> ExitStatus {
-        let proc = self.members[side].proc.take();
-        proc.map(|mut p| p.stop(Duration::from_secs(10)))
+    pub fn stop(&mut self, side: Side) -> ExitStatus {
+        let stopped = self.pair.broker_mut(side).terminate(STOP_GRACE);
+        stopped
+            .unwrap_or_else(|e| panic!("stopping the {side}: {e}"))
             .expect("stop a running broker")
     }
 
     /// SIGKILLs `side`.
-    pub fn kill(&mut self, side: usize) {
-        if let Some(mut proc) = self.members[side].proc.take() {
-            proc.kill9();
+    pub fn kill(&mut self, side: Side) {
+        if let Err(e) = self.pair.kill_broker(side) {
+            panic!("kill -9 of the {side}: {e}");
         }
     }
 
     /// `side`'s `hearth.status`.
-    pub fn status(&self, side: usize) -> anyhow::Result<BrokerStatus> {
-        status_of(&self.frontend(side))
+    pub fn status(&self, side: Side) -> anyhow::Result<BrokerStatus> {
+        Ok(self
+            .pair
+            .broker(side)
+            .status(self.pair.context(), STATUS_TIMEOUT)?)
     }
 
     /// Waits until one broker is active and the other passive, both hearing each other,
-    /// with no replication lag and the same seq; returns the active's index.
-    pub fn wait_settled(&self, timeout: Duration) -> anyhow::Result<usize> {
+    /// with no replication lag and the same seq; returns the active side.
+    pub fn wait_settled(&self, timeout: Duration) -> anyhow::Result<Side> {
         wait_for("the pair to settle in sync", timeout, || {
             let a = self
                 .status(PRIMARY)

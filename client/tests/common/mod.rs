@@ -1,7 +1,10 @@
 //! A minimal RFC 7 broker for tests: a raw ZeroMQ ROUTER on a free port whose answers a test
 //! scripts, and which records every message it receives. Its thread is stopped on drop.
+//! Also the one way the tests run the built `hearth` binary ([`hearth_at`]) and read its
+//! output ([`text`]).
 #![allow(dead_code)] // each test file uses a different part
 
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
@@ -138,4 +141,18 @@ pub fn sample_status() -> BrokerStatus {
         }],
         ..BrokerStatus::default()
     }
+}
+
+/// Runs the `hearth` binary of this package with `args` and no stdin, to its end.
+pub fn hearth_at(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hearth")
+}
+
+/// A process's output bytes as text (invalid UTF-8 replaced).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

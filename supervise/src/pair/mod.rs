@@ -51,6 +51,16 @@ impl Pair {
     /// Starts both brokers of `spec` (not waiting for them; see [`Pair::wait_state`] and
     /// [`settled`]).
     pub fn spawn(spec: PairSpec, programs: &Programs, launch: Launch) -> Result<Pair> {
+        let mut pair = Pair::new(spec, programs, launch);
+        for side in Side::BOTH {
+            pair.spawn_broker(side)?;
+        }
+        Ok(pair)
+    }
+
+    /// The pair of `spec` with neither broker started yet, for a caller that starts them
+    /// one at a time ([`Pair::spawn_broker`]).
+    pub fn new(spec: PairSpec, programs: &Programs, launch: Launch) -> Pair {
         let broker = |side: Side| {
             Broker::new(
                 &broker_name(side),
@@ -59,16 +69,12 @@ impl Pair {
                 launch.clone(),
             )
         };
-        let mut pair = Pair {
+        Pair {
             workers: Workers::new(&programs.worker, launch.clone()),
             brokers: [broker(Side::Primary), broker(Side::Backup)],
             spec,
             ctx: zmq::Context::new(),
-        };
-        for side in Side::BOTH {
-            pair.spawn_broker(side)?;
         }
-        Ok(pair)
     }
 
     /// What the pair was started from.

@@ -8,6 +8,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use hearth_supervise::procfs::has_child;
+
 use crate::pair::WorkerSpec;
 use crate::POLL;
 
@@ -116,57 +118,5 @@ impl Runner {
         if let Some(worker) = self.scenario.pair.workers().iter().find(|w| w.id == id) {
             let _ = worker.proc.signal(signal);
         }
-    }
-}
-
-/// Whether process `pid` has a child (an exec worker runs one per request).
-fn has_child(pid: u32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            return false;
-        };
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
-        std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|stat| parent_of(&stat))
-            == Some(pid)
-    })
-}
-
-/// The parent PID in the text of `/proc/<pid>/stat` (after the parenthesised name, which
-/// may hold spaces: state, then ppid).
-fn parent_of(stat: &str) -> Option<u32> {
-    let (_, rest) = stat.rsplit_once(") ")?;
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_parent_out_of_a_stat_line() {
-        assert_eq!(parent_of("123 (sh) S 77 123 77 0 -1"), Some(77));
-        assert_eq!(parent_of("9 (a (b) c) R 1 9 9"), Some(1));
-        assert_eq!(parent_of("garbage"), None);
-    }
-
-    #[test]
-    fn sees_a_child_of_this_process() {
-        let me = std::process::id();
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .expect("sleep");
-        let seen = has_child(me);
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(seen);
     }
 }
