@@ -18,7 +18,8 @@
 //!   requests until the news arrives. This is what keeps a broker that was frozen (SIGSTOP,
 //!   a VM pause) from answering a single request after its peer took over: on waking, its
 //!   last acknowledged beat is old, so it waits for the peer's heartbeat, which makes it
-//!   step down.
+//!   step down. A running active never waits: its peer acknowledges each of its beats
+//!   within a quarter heartbeat, not at its own pace (see `Pair::acknowledge_soon`).
 //! * **Silence counts only while awake.** Peer silence is measured from the later of the
 //!   last heartbeat and the moment this broker last resumed after a stall (a gap between two
 //!   clock readings longer than any poll wait), so a broker that was itself frozen never
@@ -57,6 +58,14 @@ pub struct OutgoingBeat {
 /// How much earlier than the peer could expire us we stop serving without fresh news.
 fn safety_margin(heartbeat: Duration) -> Duration {
     heartbeat / 10
+}
+
+/// How soon a broker that is not active acknowledges its active peer's beat (see
+/// [`Pair::acknowledge_soon`]): soon enough to leave most of the lease's spare heartbeat
+/// for latency and late wake-ups, late enough that a beat arriving a little behind this
+/// broker's own schedule does not cost an extra heartbeat every time.
+fn ack_delay(heartbeat: Duration) -> Duration {
+    heartbeat / 4
 }
 
 /// One broker's side of the pair.
@@ -318,6 +327,7 @@ impl<T> Pair<T> {
         beat: u64,
         heard: u64,
     ) -> Result<Verdict, Fault> {
+        let new_beat = beat != self.heard_beat;
         self.heard_beat = beat;
         self.last_heard = Some(now);
         self.disconnected_at = None;
@@ -341,6 +351,9 @@ impl<T> Pair<T> {
         };
         let (node, verdict) = self.with_data(node, verdict, state, term);
         self.apply(now, node, verdict);
+        if new_beat && state == State::Active && self.node.state != State::Active {
+            self.acknowledge_soon(now);
+        }
         self.settle_held(now);
         Ok(verdict)
     }
@@ -379,6 +392,24 @@ impl<T> Pair<T> {
             }
             _ => (node, verdict),
         }
+    }
+
+    /// A broker that is not active acknowledges a new beat of its active peer within
+    /// [`ack_delay`], not at whatever phase its own heartbeats happen to have. The active
+    /// serves only until two heartbeats (less the margin) after sending the latest beat
+    /// the peer acknowledged, and learns of an acknowledgement only with the peer's next
+    /// beat. At the peer's own pace, the acknowledgement of the active's next beat could
+    /// come up to two heartbeats and two trips after the beat before it: past that limit,
+    /// so a healthy active paused for up to a tenth of a heartbeat plus two trips every
+    /// heartbeat, depending on the phase of the two schedules (and the pair's start-up
+    /// puts the passive's beats just after the active's, the worst phase). Acknowledged
+    /// within `ack_delay`, it comes at most one heartbeat, the delay and two trips after
+    /// the beat before: a third of a heartbeat to spare for late wake-ups and latency.
+    /// Nothing the acknowledgement vouches for changes (it still names the last beat
+    /// heard), and the next heartbeat is only brought forward, so the broker still beats
+    /// about once a heartbeat, now just after the active's beats.
+    fn acknowledge_soon(&mut self, now: Instant) {
+        self.next_heartbeat = self.next_heartbeat.min(now + ack_delay(self.heartbeat));
     }
 
     /// The peer-link connection is up (again): the next heartbeat goes now, so that a peer

@@ -101,3 +101,97 @@ fn an_active_serving_on_its_peers_expiry_has_no_limit() {
     assert!(p.serving(ms(t0, 4000)));
     assert_eq!(p.sure_until(ms(t0, 4000)), None);
 }
+
+/// Two drivers exchanging heartbeats on a fake clock (ticks of 100 µs), the backup started
+/// `offset` after the primary; each wakes up to `slop` late for its deadlines, and each
+/// heartbeat takes between `latency.0` and `latency.1`. Returns the share of the time after
+/// the first ten heartbeats in which the primary is active but does not serve.
+fn paused_share(
+    seed: u64,
+    offset: Duration,
+    slop: Duration,
+    latency: (Duration, Duration),
+    beats: u32,
+) -> (f64, f64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let tick = Duration::from_micros(100);
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut pairs: [Option<Pair<u32>>; 2] = [Some(Pair::new(PairRole::Primary, HB, t0, 0)), None];
+    // Per driver: when it wakes next; heartbeats on their way to it (arrival, beat).
+    let mut wake = [t0, t0 + offset];
+    let mut inbox: [std::collections::VecDeque<(Instant, OutgoingBeat)>; 2] = Default::default();
+    let (mut steps, mut paused) = (0u64, 0u64);
+    let mut backup_beats = 0u32;
+    let end = t0 + HB * beats;
+    while now < end {
+        now += tick;
+        if pairs[1].is_none() && now >= t0 + offset {
+            pairs[1] = Some(Pair::new(PairRole::Backup, HB, now, 1_000_000));
+        }
+        for i in 0..2 {
+            let Some(p) = pairs[i].as_mut() else { continue };
+            let arrived = inbox[i].front().is_some_and(|(at, _)| *at <= now);
+            if !arrived && now < wake[i] {
+                continue;
+            }
+            p.observe(now);
+            while inbox[i].front().is_some_and(|(at, _)| *at <= now) {
+                let (_, b) = inbox[i].pop_front().unwrap();
+                let _ = p.peer_heartbeat(now, b.state, b.term, b.beat, b.heard);
+            }
+            if let Some(beat) = p.tick(now) {
+                if i == 1 && now >= t0 + HB * 10 {
+                    backup_beats += 1;
+                }
+                let lat = rng.gen_range(latency.0..=latency.1);
+                let other = &mut inbox[1 - i];
+                let at = other
+                    .back()
+                    .map_or(now + lat, |(last, _)| (now + lat).max(*last));
+                other.push_back((at, beat));
+            }
+            let late = rng.gen_range(Duration::ZERO..=slop);
+            wake[i] = p.next_deadline().max(now) + late;
+        }
+        if now >= t0 + HB * 10 {
+            let p = pairs[0].as_ref().unwrap();
+            assert_eq!(p.state(), State::Active);
+            steps += 1;
+            paused += u64::from(!p.serving(now));
+        }
+    }
+    (
+        paused as f64 / steps as f64,
+        f64::from(backup_beats) / f64::from(beats - 10),
+    )
+}
+
+#[test]
+fn a_healthy_active_never_pauses_whatever_the_phase_of_its_peer() {
+    // Realistic (late wake-ups up to 2 ms, trips of 0.1-1 ms) and harsh (50 ms, 1-100 ms).
+    let ms = Duration::from_millis;
+    for (slop, latency) in [
+        (ms(2), (Duration::from_micros(100), ms(1))),
+        (ms(50), (ms(1), ms(100))),
+    ] {
+        let (mut worst, mut sum, mut beats) = (0.0f64, 0.0, 0.0f64);
+        let n = 50;
+        for k in 0..n {
+            let offset = HB * k / n;
+            let (share, rate) = paused_share(k as u64, offset, slop, latency, 60);
+            worst = worst.max(share);
+            sum += share;
+            beats = beats.max(rate);
+        }
+        println!(
+            "slop {slop:?}, trips {latency:?}: paused {:.3}% on average, {:.3}% at worst; \
+             the backup beats {beats:.3} times a heartbeat at most",
+            sum / f64::from(n) * 100.0,
+            worst * 100.0
+        );
+        assert_eq!(worst, 0.0, "a healthy active paused");
+        assert!(beats < 1.05, "the backup beats too often: {beats}");
+    }
+}

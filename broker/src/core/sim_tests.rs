@@ -140,6 +140,8 @@ struct Sim {
     /// Kill the broker that answers the next write, right after its answer (the window
     /// where a write is acknowledged but may not have reached the peer yet).
     kill_on_ack: bool,
+    /// Heartbeats are never lost (for measurements of a healthy pair).
+    lossless: bool,
     watch_last: [String; 2],
     _dirs: Vec<TempDir>,
 }
@@ -154,6 +156,15 @@ impl Drop for TempDir {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
+        let mut sim = Sim::unstarted(seed);
+        for i in 0..2 {
+            sim.start(i, false);
+        }
+        sim
+    }
+
+    /// Two nodes, neither started yet.
+    fn unstarted(seed: u64) -> Sim {
         let base = std::env::temp_dir().join(format!(
             "hearth-sim-{}-{seed}-{}",
             std::process::id(),
@@ -161,7 +172,7 @@ impl Sim {
         ));
         let dirs = vec![TempDir(base.join("primary")), TempDir(base.join("backup"))];
         let t0 = Instant::now();
-        let mut sim = Sim {
+        Sim {
             rng: StdRng::seed_from_u64(seed),
             t0,
             now: t0,
@@ -175,13 +186,10 @@ impl Sim {
             next_write: 0,
             log: Vec::new(),
             kill_on_ack: false,
+            lossless: false,
             watch_last: Default::default(),
             _dirs: dirs,
-        };
-        for i in 0..2 {
-            sim.start(i, false);
         }
-        sim
     }
 
     fn note(&mut self, what: String) {
@@ -360,7 +368,7 @@ impl Sim {
         // own connection), but what is in flight when the sender dies is.
         let arrive = step + self.rng.gen_range(1..4);
         for msg in to_peer {
-            let lost = !msg.is_replication() && self.rng.gen_bool(0.02);
+            let lost = !msg.is_replication() && !self.lossless && self.rng.gen_bool(0.02);
             if self.nodes[1 - i].alive() && !lost {
                 if std::env::var_os("HEARTH_SIM_TRACE").is_some() {
                     if let PeerMessage::Heartbeat(hb) = &msg {
@@ -700,4 +708,50 @@ fn death_orders_of_the_restart_rule() {
     );
     sim.start(0, false);
     sim.finish();
+}
+
+/// A healthy pair (no faults, no lost heartbeat), the backup started `offset` after the
+/// primary: the share of steps in which the active is active but does not serve.
+fn paused_share(seed: u64, offset: Duration, run: Duration) -> (u64, u64) {
+    let mut sim = Sim::unstarted(seed);
+    sim.lossless = true;
+    sim.start(0, false);
+    sim.run_for(offset);
+    sim.start(1, false);
+    sim.run_until("the pair settles", Duration::from_secs(10), Sim::settled);
+    sim.run_for(Duration::from_secs(1));
+    let until = sim.now + run;
+    let (mut steps, mut paused) = (0, 0);
+    while sim.now < until {
+        sim.advance();
+        let active: Vec<usize> = (0..2)
+            .filter(|&i| sim.state_of(i) == Some(BStarState::Active))
+            .collect();
+        assert_eq!(active.len(), 1, "{}", sim.log.join("\n"));
+        steps += 1;
+        if sim.serving().is_empty() {
+            paused += 1;
+        }
+    }
+    (paused, steps)
+}
+
+/// A healthy pair's active never holds client requests, whatever the phase of its peer's
+/// heartbeats (the peer acknowledges the active's beats promptly, so the lease never lapses
+/// between two acknowledgements).
+#[test]
+fn a_healthy_pairs_active_never_pauses() {
+    let mut total = (0, 0);
+    for k in 0..10u64 {
+        let offset = STEP * (2 * k) as u32;
+        let (paused, steps) = paused_share(k, offset, Duration::from_secs(10));
+        println!("backup started {offset:?} after the primary: paused {paused}/{steps} steps");
+        total.0 += paused;
+        total.1 += steps;
+    }
+    assert_eq!(
+        total.0, 0,
+        "the active paused {}/{} steps",
+        total.0, total.1
+    );
 }
