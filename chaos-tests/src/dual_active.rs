@@ -114,6 +114,18 @@ impl DualActiveWatch {
         depose(t, at, 0, cause);
     }
 
+    /// The harness is about to start the killed `side` again while its peer is not active
+    /// (the restart rule held the peer back, or the harness is bringing the pair back after
+    /// a stop): no broker served in `side`'s stead, so its deposition ends (its process is
+    /// dead: nothing it could have answered falls in it), and the next process may become
+    /// active without a failover.
+    pub fn no_peer_served(&mut self, side: Side) {
+        let t = self.timeline(side);
+        t.end_deposition();
+        t.restarted = false;
+        t.suspect = false;
+    }
+
     /// The harness SIGSTOPped `side` at `at`; `before` is its last sample, taken just before.
     pub fn frozen(&mut self, side: Side, at: Instant, before: &BrokerSample, cause: String) {
         let t = self.timeline(side);

@@ -167,12 +167,10 @@ pub fn run(config: &SoakConfig) -> anyhow::Result<SoakReport> {
         errors.push(format!("{e:#}"));
     }
 
-    // Recovery: every worker back, the pair settled, the loads drained, the last epoch
-    // checked, the watch closed.
-    let recovered = runner
-        .scenario
-        .replace_all_now()
-        .and_then(|()| runner.settle());
+    // Recovery, however the chaos phase ended: every broker and worker slot that is down
+    // brought back, the pair settled, the loads drained, the last epoch checked, the watch
+    // closed.
+    let recovered = runner.recover();
     match &recovered {
         Ok(active) => runner.log(format!(
             "chaos over after {reached} events; the {} is active; draining",

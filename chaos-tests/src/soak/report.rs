@@ -5,6 +5,7 @@
 //! zero and is not, `ok` on one that is. What the figures mean is documented on
 //! [`SoakReport`]'s fields and in the README's "The chaos soak".
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use crate::pair::Side;
 
 use super::epochs::StateTotals;
 use super::rss::BrokerMemory;
-use super::runner::{EventCounts, Span};
+use super::runner::{EventCounts, HeldBack, Span};
 use super::schedule::EventKind;
 
 /// The longest time during which no caller received any answer.
@@ -162,6 +163,11 @@ impl SoakReport {
             row(&format!("  {}", kind.label()), self.event_line(kind), "");
         }
         row("  of which", broker_event_line(&self.events), "");
+        row(
+            "takeovers held back by the restart rule",
+            held_back_line(&self.events.held_back),
+            "",
+        );
         let c = &self.calls;
         row(
             "calls sent / answered",
@@ -348,6 +354,32 @@ pub fn broker_event_line(e: &EventCounts) -> String {
     )
 }
 
+/// The takeovers the restart rule held back: how many, in which events, and each reason
+/// with its count.
+pub fn held_back_line(held: &[HeldBack]) -> String {
+    if held.is_empty() {
+        return "0".to_owned();
+    }
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for h in held {
+        *reasons.entry(h.reason.as_str()).or_default() += 1;
+    }
+    let events: Vec<String> = held
+        .iter()
+        .map(|h| format!("{} ({})", h.number, h.event))
+        .collect();
+    let reasons: Vec<String> = reasons
+        .into_iter()
+        .map(|(reason, n)| format!("{n}x \"{reason}\""))
+        .collect();
+    format!(
+        "{} (events {}; reasons: {})",
+        held.len(),
+        events.join(", "),
+        reasons.join(", ")
+    )
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -474,6 +506,31 @@ mod tests {
         missing.state.missing = 2;
         missing.state.out_of_order = 1;
         assert_eq!(missing.failures().len(), 2);
+
+        let mut held = report();
+        for number in [3, 9] {
+            held.events.held_back.push(HeldBack {
+                number,
+                event: "kill -9 of the active; the backup held back".to_owned(),
+                reason: "not in sync".to_owned(),
+            });
+        }
+        assert!(held.passed(), "{:?}", held.failures());
+        let table = held.table();
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("takeovers held back by the restart rule"))
+            .unwrap_or_default();
+        assert!(
+            line.ends_with(
+                "2 (events 3 (kill -9 of the active; the backup held back), 9 \
+                 (kill -9 of the active; the backup held back); reasons: 2x \"not in sync\")"
+            ),
+            "{line}"
+        );
+        assert!(clean
+            .table()
+            .contains("takeovers held back by the restart rule  0"));
 
         let mut stopped = report();
         stopped.error = Some("the pair did not settle".to_owned());

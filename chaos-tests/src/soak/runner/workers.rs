@@ -50,6 +50,7 @@ impl Runner {
             busy = has_child(pid);
         }
         self.signal_worker(id, libc::SIGSTOP);
+        self.hung = Some(id);
         let frozen_at = Instant::now();
         self.log(format!(
             "SIGSTOP worker {id} (pid {pid}) {}",
@@ -61,6 +62,7 @@ impl Runner {
         ));
         self.idle(hold)?;
         self.signal_worker(id, libc::SIGCONT);
+        self.hung = None;
         self.log(format!(
             "SIGCONT worker {id} after {:?}",
             frozen_at.elapsed()
@@ -71,6 +73,28 @@ impl Runner {
             self.counts.hangs_past_liveness += 1;
         }
         Ok(true)
+    }
+
+    /// Brings every worker slot back: the hung worker thawed, the replacements due
+    /// started now, and a slot left with no worker (one that crashed) given a new one.
+    pub(super) fn recover_workers(&mut self) -> anyhow::Result<()> {
+        if let Some(id) = self.hung.take() {
+            self.signal_worker(id, libc::SIGCONT);
+            self.log(format!("recovery: SIGCONT worker {id}"));
+        }
+        self.scenario.replace_all_now()?;
+        for slot in 0..self.slots.len() {
+            if self.slot_worker(slot).is_some() {
+                continue;
+            }
+            let spec = self.slots[slot].spec.clone();
+            let id = self.scenario.pair.add_worker(&spec)?;
+            self.slots[slot].id = Some(id);
+            self.log(format!(
+                "recovery: worker slot {slot} was empty; started worker {id}"
+            ));
+        }
+        Ok(())
     }
 
     /// The worker that fills `slot`: the one it had, if it still runs, else a running
