@@ -18,6 +18,7 @@ mod pair;
 mod replication;
 #[cfg(test)]
 mod sim_tests;
+mod snapshot_parts;
 mod standing;
 mod state_side;
 mod status;

@@ -22,7 +22,7 @@ use hearth_proto::status::BStarState;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::{Core, Effect};
+use super::{snapshot_parts, Core, Effect};
 use crate::metrics::{CatchupKind, DropReason};
 use crate::state::restart::{DataPoint, Gate, PeerNews, Standing};
 use crate::state::store::StoredEntry;
@@ -33,7 +33,7 @@ const WINDOW: u64 = 50_000;
 /// Changes in one replication message at most...
 const CHANGES_PER_MESSAGE: usize = 4096;
 /// ...and bytes of values.
-const BYTES_PER_MESSAGE: usize = 4 << 20;
+pub(super) const BYTES_PER_MESSAGE: usize = 4 << 20;
 
 /// What the source knows of its follower.
 #[derive(Debug, Default)]
@@ -296,47 +296,32 @@ impl Core {
         self.repl.down.sent_upto = ours;
     }
 
-    /// Sends the whole model in parts; `common` is the last seq the follower shares.
+    /// Sends the whole model in parts (entries and write ids both within the part budget,
+    /// see [`snapshot_parts`]); `common` is the last seq the follower shares.
     fn send_snapshot(&mut self, common: u64) {
         let model = &self.state.model;
         let seq = model.seq();
         let history = self.state.history.clone();
-        let mut parts: Vec<Vec<SnapshotEntry>> = vec![Vec::new()];
-        let mut bytes = 0;
-        for (key, entry) in model.entries() {
-            bytes += key.len() + entry.value.len();
-            if let Some(part) = parts.last_mut() {
-                part.push(SnapshotEntry {
-                    key: key.to_owned(),
-                    seq: entry.seq,
-                    value: entry.value.clone(),
-                    expires_at_ms: entry.expires_at_ms,
-                });
-            }
-            if bytes >= BYTES_PER_MESSAGE {
-                parts.push(Vec::new());
-                bytes = 0;
-            }
-        }
-        let writes: Vec<SnapshotWrite> = model
+        let entries = model.entries().map(|(key, entry)| SnapshotEntry {
+            key: key.to_owned(),
+            seq: entry.seq,
+            value: entry.value.clone(),
+            expires_at_ms: entry.expires_at_ms,
+        });
+        let writes = model
             .write_tags()
-            .map(|(seq, tag)| SnapshotWrite { seq, tag })
-            .collect();
+            .map(|(seq, tag)| SnapshotWrite { seq, tag });
+        let parts = snapshot_parts::cut(entries, writes, BYTES_PER_MESSAGE);
         let last = parts.len() - 1;
-        let mut writes = Some(writes);
-        for (i, entries) in parts.into_iter().enumerate() {
+        for (i, part) in parts.into_iter().enumerate() {
             let msg = SnapshotChunk {
                 seq,
                 history: history.clone(),
                 common,
                 part: i as u32,
                 last: i == last,
-                entries,
-                writes: if i == last {
-                    writes.take().unwrap_or_default()
-                } else {
-                    Vec::new()
-                },
+                entries: part.entries,
+                writes: part.writes,
             };
             self.send_to_peer(PeerMessage::Snapshot(msg));
         }
